@@ -1,0 +1,1 @@
+"""Reading the original StepTool formats and tokenising step-grained examples."""

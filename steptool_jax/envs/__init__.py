@@ -1,0 +1,1 @@
+"""The built-in offline tool-use environment (the embedded default)."""

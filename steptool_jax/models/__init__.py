@@ -1,0 +1,1 @@
+"""Flax Llama-family policy with value head, LoRA, HF import/export and generation."""

@@ -1,0 +1,1 @@
+"""Step-grained reward shaping: annotators and reward placement on tokens."""

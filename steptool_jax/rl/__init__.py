@@ -1,0 +1,1 @@
+"""Pure RL math over [batch, time] arrays: KL penalties, GAE, PPO losses."""
