@@ -51,6 +51,20 @@ class Tables:
     return {row["hotel_id"]: row for row in self.hotels}
 
   @functools.cached_property
+  def _flights_by_route(self) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
+    index: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in self.flights:
+      index.setdefault((normalize_name(row["origin"]), normalize_name(row["destination"])), []).append(row)
+    return index
+
+  @functools.cached_property
+  def _hotels_by_city(self) -> dict[str, list[Mapping[str, Any]]]:
+    index: dict[str, list[Mapping[str, Any]]] = {}
+    for row in self.hotels:
+      index.setdefault(normalize_name(row["city"]), []).append(row)
+    return index
+
+  @functools.cached_property
   def routes(self) -> tuple[tuple[str, str], ...]:
     """(origin, destination) pairs with at least one flight, in table order."""
     return tuple(dict.fromkeys((row["origin"], row["destination"]) for row in self.flights))
@@ -59,13 +73,10 @@ class Tables:
     return self.city_by_key.get(normalize_name(name))
 
   def flights_between(self, origin: str, destination: str) -> list[Mapping[str, Any]]:
-    a, b = normalize_name(origin), normalize_name(destination)
-    return [row for row in self.flights
-            if normalize_name(row["origin"]) == a and normalize_name(row["destination"]) == b]
+    return list(self._flights_by_route.get((normalize_name(origin), normalize_name(destination)), ()))
 
   def hotels_in(self, city: str) -> list[Mapping[str, Any]]:
-    key = normalize_name(city)
-    return [row for row in self.hotels if normalize_name(row["city"]) == key]
+    return list(self._hotels_by_city.get(normalize_name(city), ()))
 
   def forecast(self, city: str) -> tuple[Mapping[str, Any], ...] | None:
     row = self.city(city)
