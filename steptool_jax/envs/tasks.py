@@ -379,6 +379,9 @@ def _task_key(template: Template, params: Mapping[str, Any]) -> tuple[Any, ...]:
   return (template.name, *sorted(params.items()))
 
 
+_MAX_MISSES = 2000
+
+
 def generate_tasks(num_tasks: int, seed: int, *, validation_fraction: float = 0.1,
                    test_fraction: float = 0.1, tables: Tables | None = None
                    ) -> dict[str, tuple[Task, ...]]:
@@ -405,20 +408,19 @@ def generate_tasks(num_tasks: int, seed: int, *, validation_fraction: float = 0.
   for split, generalization, count, templates, pool in plan:
     rng = random.Random(f"steptool-env-tasks:{seed}:{split}:{generalization}")
     draws = _draws(rng, templates, pool, tables)
-    attempts = 0
+    misses = 0  # consecutive draws that gave no new task: the space is (nearly) exhausted
     made = 0
     while made < count:
-      attempts += 1
-      if attempts > 200 * count + 1000:
+      if misses > _MAX_MISSES:
         raise ValueError(
             f"could only make {made} distinct {split} tasks ({generalization}) of {count} asked; "
             f"ask for fewer tasks")
       template, params = next(draws)
       key = _task_key(template, params)
-      if key in used:
+      if key in used or (generalization == UNSEEN_ENTITIES) != _uses_held_out(params, seen, tables):
+        misses += 1
         continue
-      if (generalization == UNSEEN_ENTITIES) != _uses_held_out(params, seen, tables):
-        continue
+      misses = 0
       used.add(key)
       phrasing = rng.choice(template.phrasings)
       task_id = f"{split}-{len(splits[split]):06d}"

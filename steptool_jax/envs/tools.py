@@ -25,6 +25,9 @@ from steptool_jax.envs import calculator, units
 from steptool_jax.envs.tables import DAYS, Tables, load_tables
 
 
+MAX_NUMBER = 1e12
+
+
 class ArgumentError(ValueError):
   """The call's arguments do not satisfy the schema (-> the envelope's `error`)."""
 
@@ -295,8 +298,11 @@ def _type_error(name: str, schema: Mapping[str, Any], value: Any) -> str | None:
       return f"argument {name!r} must be a string; got {type(value).__name__}"
     if not value.strip():
       return f"argument {name!r} must not be empty"
-  elif kind == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
-    return f"argument {name!r} must be a number; got {type(value).__name__}"
+  elif kind == "number":
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      return f"argument {name!r} must be a number; got {type(value).__name__}"
+    if not abs(value) <= MAX_NUMBER:  # also rejects NaN
+      return f"argument {name!r} must be a finite number of magnitude at most {MAX_NUMBER:g}"
   if "enum" in schema and value not in schema["enum"]:
     return f"argument {name!r} must be one of {', '.join(map(str, schema['enum']))}; got {value!r}"
   return None
