@@ -141,8 +141,14 @@ def _cached(path: str | os.PathLike[str], tokenizer: Any, *, kind: str, options:
       yield from tokenize(chunk)
     invalid_file.write_text(json.dumps(invalid, indent=1), encoding="utf-8")
 
-  dataset = datasets.Dataset.from_generator(generate, features=features, cache_dir=str(cache_dir),
-                                            fingerprint=f"{kind}-{key}")
+  try:
+    dataset = datasets.Dataset.from_generator(generate, features=features, cache_dir=str(cache_dir),
+                                              fingerprint=f"{kind}-{key}")
+  except datasets.exceptions.DatasetGenerationError as e:
+    # The wrapper hides the DataError (file, row, field) the user needs to see.
+    if e.__cause__ is not None:
+      raise e.__cause__ from None
+    raise
   invalid = tuple(json.loads(invalid_file.read_text(encoding="utf-8"))) if invalid_file.exists() else ()
   counters = {"rows": len(dataset), "invalid_rows": len(invalid)}
   for column in _COUNTERS + (dropped_key,):
