@@ -1,6 +1,7 @@
 """`python -m steptool_jax.annotate`: reference files in, step-grained TSV out."""
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -9,10 +10,11 @@ import pytest
 from steptool_jax import annotate
 from steptool_jax.data.records import ToolCall, Trajectory
 from steptool_jax.data.tsv import read_step_grained_tsv
-from tests.conftest import REPO_ROOT
 
 ANSWERS = "converted_answers_G123.json"
 ANNOTATIONS = "reward_annotation_G123.json"
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _run(capsys, *argv):
@@ -88,3 +90,33 @@ def test_runs_as_a_module(reference_dir, tmp_path):
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
   assert result.returncode == 0, result.stderr
   assert len(read_step_grained_tsv(out)) == 5
+
+
+def test_other_files_of_the_same_format(tmp_path, capsys):
+  """A converted-answers file written from scratch: thoughts, a give-up, an error envelope."""
+  from steptool_jax.data import __main__ as data_cli
+  from steptool_jax.data.records import ToolSpec
+  from steptool_jax.data.toolbench import write_converted_answers
+
+  ok = json.dumps({"error": "", "response": "Paris: sunny, 21 C"})
+  failed = json.dumps({"error": "HTTP 500", "response": ""})
+  answered = Trajectory("a", "Weather in Paris?", (ToolSpec("w"), ToolSpec("Finish")),
+                        (ToolCall("w", '{"city": "Paris"}', ok, thought="Ask the weather tool."),),
+                        ToolCall("Finish", json.dumps({"return_type": "give_answer",
+                                                       "final_answer": "Paris: sunny, 21 C."})))
+  gave_up = Trajectory("b", "Weather on Mars?", (ToolSpec("w"), ToolSpec("Finish")),
+                       (ToolCall("w", '{"city": "Mars"}', failed),),
+                       ToolCall("Finish", json.dumps({"return_type": "give_up_and_restart"})))
+  answers = tmp_path / "my_answers.json"
+  write_converted_answers(answers, [answered, gave_up])
+
+  assert data_cli.main(["stats", str(answers)]) == 0
+  stats = json.loads(capsys.readouterr().out)
+  assert (stats["format"], stats["rows"], stats["steps_per_row"]["max"]) == ("converted_answers", 2, 2)
+
+  out = tmp_path / "out.tsv"
+  assert _run(capsys, f"--input={answers}", f"--output={out}", "--template=toolllama")[0] == 0
+  rows = read_step_grained_tsv(out)
+  # answered: SC 1, Con 1 -> 1; Unsure 0.5. gave_up: SC 0, Con 0 -> 0; Unsolved 0.
+  assert [row.rewards for row in rows] == [(1.0, 0.5), (0.0, 0.0)]
+  assert rows[0].responses[0] == 'Thought: Ask the weather tool.\nAction: w\nAction Input: {"city": "Paris"}\n'

@@ -1,13 +1,15 @@
 """`python -m steptool_jax.data stats` on the reference files and on other files."""
 
 import json
+import pathlib
 import subprocess
 import sys
 
 import pytest
 
 from steptool_jax.data import __main__ as data_cli
-from tests.conftest import REPO_ROOT
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _stats(capsys, *argv):

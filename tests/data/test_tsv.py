@@ -85,3 +85,10 @@ def test_columns_may_come_in_any_order(tmp_path):
   path = tmp_path / "reordered.tsv"
   path.write_text("reward\tprompt\tresponse\n[0.5]\t['p']\t['a']\n", encoding="utf-8")
   assert read_step_grained_tsv(path) == [StepGrainedRow(("p",), ("a",), (0.5,))]
+
+
+def test_header_only_file_has_no_rows(tmp_path):
+  path = tmp_path / "none.tsv"
+  assert write_step_grained_tsv(path, []) == 0
+  assert path.read_text(encoding="utf-8") == "prompt\tresponse\treward\n"
+  assert read_step_grained_tsv(path) == []
