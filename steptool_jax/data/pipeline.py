@@ -124,7 +124,10 @@ def _cached(path: str | os.PathLike[str], tokenizer: Any, *, kind: str, options:
   cache_dir.mkdir(parents=True, exist_ok=True)
   invalid_file = cache_dir / f"{kind}-{key}.invalid.json"
 
+  produced, finished = 0, False
+
   def generate() -> Iterator[dict[str, Any]]:
+    nonlocal produced, finished
     invalid: list[str] = []
     chunk: list[Any] = []
     for record in records(path):
@@ -134,12 +137,14 @@ def _cached(path: str | os.PathLike[str], tokenizer: Any, *, kind: str, options:
         invalid.append(record.format())
         continue
       chunk.append(record)
+      produced += 1
       if len(chunk) == _CHUNK_ROWS:
         yield from tokenize(chunk)
         chunk = []
     if chunk:
       yield from tokenize(chunk)
     invalid_file.write_text(json.dumps(invalid, indent=1), encoding="utf-8")
+    finished = True
 
   try:
     dataset = datasets.Dataset.from_generator(generate, features=features, cache_dir=str(cache_dir),
@@ -149,6 +154,11 @@ def _cached(path: str | os.PathLike[str], tokenizer: Any, *, kind: str, options:
     if e.__cause__ is not None:
       raise e.__cause__ from None
     raise
+  except ValueError:
+    if produced or not finished:
+      raise
+    # A file with no (valid) rows: datasets refuses to build an empty split.
+    dataset = datasets.Dataset.from_dict({name: [] for name in features}, features=features)
   invalid = tuple(json.loads(invalid_file.read_text(encoding="utf-8"))) if invalid_file.exists() else ()
   counters = {"rows": len(dataset), "invalid_rows": len(invalid)}
   for column in _COUNTERS + (dropped_key,):

@@ -106,3 +106,12 @@ def test_sft_dataset(reference_dir, tmp_path):
   assert result.dataset[5]["loss_mask"].tolist() == direct.loss_mask.tolist()
   with pytest.raises(ValueError, match="template"):
     pipeline.tokenized_sft_dataset(path, tokenizer, "vicuna", cache_dir=tmp_path / "cache", **options)
+
+
+def test_file_without_valid_rows_gives_an_empty_dataset(tmp_path):
+  path = tmp_path / "bad.tsv"
+  path.write_text("prompt\tresponse\treward\n[]\t[]\t[]\n", encoding="utf-8")
+  result = pipeline.tokenized_step_grained_dataset(path, tiny_tokenizer(), cache_dir=tmp_path / "cache",
+                                                   skip_invalid=True, **OPTIONS)
+  assert len(result.dataset) == 0
+  assert (result.counters["rows"], result.counters["invalid_rows"]) == (0, 1)
