@@ -18,9 +18,11 @@ formulations that are equal up to float rounding but fast on different hardware:
   scalar ``decay`` the in-chunk solve is one small matmul with the Toeplitz
   matrix of decay powers (fastest on CPU for constant decay); with a per-position
   ``decay`` it is an in-chunk associative scan.
-* ``"auto"`` (default): ``"chunked"`` when ``decay`` is a scalar, else ``"scan"``
-  on CPU and ``"associative"`` elsewhere; see ``benchmarks/gae_bench.py`` and
-  ``docs/rl.md`` for the measurements behind this choice.
+* ``"auto"`` (default): on CPU, ``"chunked"`` for a scalar ``decay`` and
+  ``"scan"`` for a per-position one (the fastest measured there, see
+  ``benchmarks/results/gae_cpu.txt``); on GPU/TPU ``"associative"``, whose
+  depth does not grow with T (a loop over T or T/chunk steps would pay a kernel
+  launch per step there; not measured in this repository yet).
 """
 
 from __future__ import annotations
@@ -71,10 +73,11 @@ def reverse_linear_recurrence(decay: jax.Array | float, inputs: jax.Array, *,
     return _scan(decay, inputs)
   if method == "associative":
     return _associative(decay, inputs)
-  if method == "chunked" or scalar_decay:
+  if method == "chunked":
     return _chunked(decay, inputs, chunk_size)
-  # Per-position decay, "auto": pick by the backend the computation is lowered for.
-  return lax.platform_dependent(decay, inputs, cpu=_scan, default=_associative)
+  # "auto": chosen per backend when the computation is lowered (see the module docstring).
+  on_cpu = (lambda a, b: _chunked(a, b, chunk_size)) if scalar_decay else _scan
+  return lax.platform_dependent(decay, inputs, cpu=on_cpu, default=_associative)
 
 
 def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
