@@ -5,7 +5,8 @@ shape-polymorphic over leading axes. See docs/rl.md for the math.
 """
 
 from steptool_jax.rl.gae import compute_gae
-from steptool_jax.rl.group_advantages import critic_free_advantages, group_step_advantages, step_returns_to_go
+from steptool_jax.rl.group_advantages import (critic_free_advantages, group_step_advantages, step_returns_to_go,
+                                             steps_to_tokens)
 from steptool_jax.rl.kl import kl_penalty, mean_sequence_kl
 from steptool_jax.rl.kl_controller import (KLController, adaptive_kl_controller, fixed_kl_controller,
                                            update_kl_controller)
@@ -30,5 +31,6 @@ __all__ = [
     "ppo_loss",
     "reverse_linear_recurrence",
     "step_returns_to_go",
+    "steps_to_tokens",
     "update_kl_controller",
 ]
