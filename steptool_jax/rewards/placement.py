@@ -89,4 +89,5 @@ def token_rewards(step_rewards: jax.Array, step_ids: jax.Array, action_mask: jax
     kl_coef: the KL controller's current value.
   """
   placed = place_step_rewards(step_rewards, step_ids, weighting, num_steps=num_steps)
-  return placed - kl_coef * kl.astype(placed.dtype) * action_mask.astype(placed.dtype)
+  penalty = jnp.where(jnp.asarray(action_mask).astype(bool), kl_coef * jnp.asarray(kl, placed.dtype), 0)
+  return placed - penalty

@@ -59,8 +59,9 @@ def compute_gae(rewards: jax.Array, values: jax.Array, mask: jax.Array, *, gamma
   dtype = jnp.promote_types(jnp.result_type(rewards, values), jnp.float32)
   is_action = jnp.asarray(mask).astype(bool)
   action = is_action.astype(dtype)
-  rewards = jnp.asarray(rewards, dtype) * action
-  values = jnp.asarray(values, dtype) * action
+  # where, not a product: padding may hold inf/NaN (e.g. log-probs of pad tokens).
+  rewards = jnp.where(is_action, jnp.asarray(rewards, dtype), 0)
+  values = jnp.where(is_action, jnp.asarray(values, dtype), 0)
   gamma = jnp.asarray(gamma, dtype)
   lam = jnp.asarray(lam, dtype)
 

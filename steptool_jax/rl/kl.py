@@ -52,4 +52,4 @@ def kl_penalty(logp: jax.Array, ref_logp: jax.Array, kind: KLPenalty = "kl") -> 
 def mean_sequence_kl(kl: jax.Array, mask: jax.Array) -> jax.Array:
   """Batch mean of the per-sequence KL (sum over action tokens): what the adaptive
   controller is fed, as in the original trainer's ``objective/kl``."""
-  return jnp.mean(jnp.sum(kl * mask.astype(kl.dtype), axis=-1))
+  return jnp.mean(jnp.sum(jnp.where(mask.astype(bool), kl, 0), axis=-1))

@@ -2,7 +2,8 @@
 
 All reductions guard their denominators, so an all-zero mask gives zeros (never
 NaN) in values and in gradients, which matters inside one jitted update where a
-minibatch may happen to hold no action token at all.
+minibatch may happen to hold no action token at all. Positions off the mask are
+selected away (not multiplied by 0), so inf/NaN there cannot leak in.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import jax.numpy as jnp
 
 
 def masked_sum(x: jax.Array, mask: jax.Array, axis: int | tuple[int, ...] | None = None) -> jax.Array:
-  return jnp.sum(x * mask.astype(x.dtype), axis=axis)
+  # where, not a product: positions off the mask may hold inf/NaN, and must not leak.
+  return jnp.sum(jnp.where(mask.astype(bool), x, 0), axis=axis)
 
 
 def masked_mean(x: jax.Array, mask: jax.Array, axis: int | tuple[int, ...] | None = None) -> jax.Array:
@@ -51,7 +53,7 @@ def masked_whiten(x: jax.Array, mask: jax.Array, *, shift_mean: bool = True, eps
   whitened = (x - mean) * jax.lax.rsqrt(masked_var(x, mask) + eps)
   if not shift_mean:
     whitened = whitened + mean
-  return whitened * mask.astype(x.dtype)
+  return jnp.where(mask.astype(bool), whitened, 0)
 
 
 def explained_variance(predictions: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:

@@ -48,10 +48,17 @@ def ppo_loss(logp: jax.Array, old_logp: jax.Array, values: jax.Array, old_values
   Returns:
     ``(loss, metrics)``: a scalar loss and a flat dict of scalar statistics.
   """
-  old_logp = jax.lax.stop_gradient(old_logp)
-  old_values = jax.lax.stop_gradient(old_values)
-  advantages = jax.lax.stop_gradient(advantages)
-  returns = jax.lax.stop_gradient(returns)
+  # Select every per-token input down to the mask first: padding may hold inf/NaN
+  # (log-probs of pad tokens), and a NaN that reaches exp() poisons the gradient
+  # even where its loss term is masked out afterwards.
+  on = jnp.asarray(mask).astype(bool)
+  logp, values = jnp.where(on, logp, 0), jnp.where(on, values, 0)
+  old_logp, old_values, advantages, returns = (
+      jax.lax.stop_gradient(jnp.where(on, x, 0)) for x in (old_logp, old_values, advantages, returns))
+  if entropy is not None:
+    entropy = jnp.where(on, entropy, 0)
+  if ref_logp is not None:
+    ref_logp = jnp.where(on, ref_logp, 0)
 
   log_ratio = logp - old_logp
   ratio = jnp.exp(log_ratio)

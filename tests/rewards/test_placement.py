@@ -83,3 +83,11 @@ def test_ids_out_of_range_place_nothing_and_empty_rows_give_zeros():
 def test_rejects_unknown_weighting():
   with pytest.raises(ValueError, match="weighting"):
     place_step_rewards(jnp.zeros((1, 1)), jnp.zeros((1, 1), jnp.int32), "linear")
+
+
+def test_token_rewards_ignore_garbage_kl_off_the_mask():
+  kl = np.where(HAND_IDS >= 0, 0.5, np.nan).astype(np.float32)
+  got = jax.jit(token_rewards, static_argnames=("weighting",))(
+      HAND_REWARDS, HAND_IDS, (HAND_IDS >= 0).astype(np.int32), kl, kl_coef=0.2)
+  want = np.array([[0, 0, 0.5, 0, 0.25, 0, 0, 0, 1.0, 0]]) - 0.1 * (HAND_IDS >= 0)
+  np.testing.assert_allclose(got, want, atol=1e-6)

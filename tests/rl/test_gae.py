@@ -110,3 +110,11 @@ def test_step_mode_ignores_observation_tokens_token_mode_does_not():
 def test_rejects_unknown_mode():
   with pytest.raises(ValueError, match="mode"):
     compute_gae(jnp.zeros((1, 2)), jnp.zeros((1, 2)), jnp.ones((1, 2)), gamma=1.0, lam=1.0, mode="steps")
+
+
+def test_garbage_off_the_mask_does_not_leak():
+  values = np.array([[np.nan, 0.2, 0.4, np.inf, 0.6, -np.inf]], np.float32)
+  rewards = np.array([[np.inf, 0.0, 0.5, np.nan, 1.0, 0.0]], np.float32)
+  for mode, want in (("step", [[0, 0.125, 0.5, 0, 0.4, 0]]), ("token", [[0.1125, 0.05, 0.2, 0.4, 0.4, 0]])):
+    adv, _ = gae(rewards, values, np.array(HAND_MASK), gamma=0.5, lam=0.5, mode=mode)
+    np.testing.assert_allclose(adv, want, atol=1e-6, err_msg=mode)

@@ -118,3 +118,16 @@ def test_entropy_bonus_and_kl_loss_terms():
   assert float(m["kl_loss"]) == pytest.approx(0.1, rel=1e-4)
   assert float(full) == pytest.approx(float(base) - 0.01 * float(np.asarray(entropy)[picked].mean()) + 0.5 * 0.1,
                                       rel=1e-5)
+
+
+def test_garbage_off_the_mask_does_not_leak_into_loss_or_gradients():
+  logp, old_logp, values, old_values, adv, ret, mask = _batch(8)
+  (want, _), (want_g_logp, want_g_values) = loss_and_grads(logp, old_logp, values, old_values, adv, ret, mask)
+  off = mask == 0
+  poisoned = [np.where(off, bad, x).astype(np.float32)
+              for x, bad in ((logp, np.nan), (old_logp, -np.inf), (values, np.inf), (old_values, np.nan))]
+  (got, metrics), (g_logp, g_values) = loss_and_grads(*poisoned, adv, ret, mask)
+  assert float(got) == pytest.approx(float(want), rel=1e-6)
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  np.testing.assert_allclose(g_logp, want_g_logp, rtol=1e-6, atol=1e-8)
+  np.testing.assert_allclose(g_values, want_g_values, rtol=1e-6, atol=1e-8)
