@@ -186,7 +186,7 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--length", type=int, default=4096)
   parser.add_argument("--steps", type=int, default=8)
-  parser.add_argument("--loop-repeats", type=int, default=3)
+  parser.add_argument("--loop-repeats", type=int, default=5)
   parser.add_argument("--jit-repeats", type=int, default=50)
   args = parser.parse_args()
 
@@ -194,7 +194,8 @@ def main() -> None:
   print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; jax {jax.__version__} on "
         f"{jax.devices()[0].device_kind} ({jax.default_backend()}); torch {torch.__version__} on {device}, "
         f"{torch.get_num_threads()} threads")
-  print(f"# B={args.batch} T={args.length} steps/row={args.steps} gamma={GAMMA} lam={LAM}")
+  print(f"# B={args.batch} T={args.length} steps/row={args.steps} gamma={GAMMA} lam={LAM}; "
+        f"load average at start {os.getloadavg()[0]:.2f} (other work on the machine inflates every number)")
   data = make_inputs(args.batch, args.length, args.steps)
   host = {k: v for k, v in data.items()}
   dev = {k: jax.device_put(v) for k, v in data.items()}
@@ -267,6 +268,7 @@ def main() -> None:
     fn = functools.partial(placement, kl_coef=KL_COEF, weighting=weighting, num_steps=dev["num_steps"])
     seconds = best_of(jax_timer(fn, dev["step_rewards"], dev["step_ids"], dev["action_mask"], kl), jr)
     report(f"jit placement + KL {weighting}", seconds, t_torch_place, t_np_place, place_bytes)
+  print(f"# load average at end {os.getloadavg()[0]:.2f}")
   print("# x torch / x numpy: speed-up over that loop. x bound: time / memory-bandwidth lower bound;"
         " x same: time / same-size streaming time (1 = as fast as an elementwise pass over the same bytes)")
 
