@@ -12,7 +12,8 @@ One run, same inputs for everyone: B rows of T tokens, each row a prompt then
   ``token_rewards`` (paper and original_code weighting), jitted.
 
 Results are checked for equality first. Reported times are the minimum over
-repeats (the machine may be shared). The memory-bandwidth lower bound of a
+repeats (the machine may be shared); the jitted kernels are timed round-robin so
+that they all see the same background load. The memory-bandwidth lower bound of a
 jitted kernel is (bytes it must read + write) / (bandwidth of a jitted in-place
 add over 256 MiB, measured here); a second bound uses the bandwidth of an
 elementwise add on arrays of the kernel's own size, which may sit in cache. Device-agnostic: JAX uses its default backend (CPU, GPU or TPU)
@@ -147,6 +148,20 @@ def best_of(fn, repeats: int) -> float:
   return min(times)
 
 
+def best_of_interleaved(fns: dict, repeats: int) -> dict:
+  """Minimum wall time of each function, timing them round-robin so that all of them
+  see the same background load (the minimum is the least disturbed run)."""
+  for fn in fns.values():
+    fn()
+  best = {name: float("inf") for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      best[name] = min(best[name], time.perf_counter() - start)
+  return best
+
+
 def jax_timer(fn, *args):
   return lambda: jax.block_until_ready(fn(*args))
 
@@ -187,7 +202,7 @@ def main() -> None:
   parser.add_argument("--length", type=int, default=4096)
   parser.add_argument("--steps", type=int, default=8)
   parser.add_argument("--loop-repeats", type=int, default=5)
-  parser.add_argument("--jit-repeats", type=int, default=50)
+  parser.add_argument("--jit-repeats", type=int, default=100)
   args = parser.parse_args()
 
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -259,15 +274,19 @@ def main() -> None:
     print(f"{name:44s} {seconds * 1e3:9.3f} {torch_seconds / seconds:9.1f} {numpy_seconds / seconds:9.1f} "
           f"{seconds / (nbytes / bandwidth):8.1f} {seconds / (nbytes / near_bandwidth):7.1f}")
 
+  kernels, kinds = {}, {}
   for mode in ("step", "token"):
     for method in ("auto", "scan", "associative", "chunked"):
       fn = functools.partial(gae, gamma=GAMMA, lam=LAM, mode=mode, method=method)
-      seconds = best_of(jax_timer(fn, dev["rewards"], dev["values"], dev["action_mask"]), jr)
-      report(f"jit GAE {mode}/{method}", seconds, t_torch_gae, t_np_gae, gae_bytes)
+      kernels[f"jit GAE {mode}/{method}"] = jax_timer(fn, dev["rewards"], dev["values"], dev["action_mask"])
+      kinds[f"jit GAE {mode}/{method}"] = (t_torch_gae, t_np_gae, gae_bytes)
   for weighting in ("original_code", "paper"):
     fn = functools.partial(placement, kl_coef=KL_COEF, weighting=weighting, num_steps=dev["num_steps"])
-    seconds = best_of(jax_timer(fn, dev["step_rewards"], dev["step_ids"], dev["action_mask"], kl), jr)
-    report(f"jit placement + KL {weighting}", seconds, t_torch_place, t_np_place, place_bytes)
+    kernels[f"jit placement + KL {weighting}"] = jax_timer(fn, dev["step_rewards"], dev["step_ids"],
+                                                          dev["action_mask"], kl)
+    kinds[f"jit placement + KL {weighting}"] = (t_torch_place, t_np_place, place_bytes)
+  for name, seconds in best_of_interleaved(kernels, jr).items():
+    report(name, seconds, *kinds[name])
   print(f"# load average at end {os.getloadavg()[0]:.2f}")
   print("# x torch / x numpy: speed-up over that loop. x bound: time / memory-bandwidth lower bound;"
         " x same: time / same-size streaming time (1 = as fast as an elementwise pass over the same bytes)")
