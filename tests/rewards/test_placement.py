@@ -91,3 +91,11 @@ def test_token_rewards_ignore_garbage_kl_off_the_mask():
       HAND_REWARDS, HAND_IDS, (HAND_IDS >= 0).astype(np.int32), kl, kl_coef=0.2)
   want = np.array([[0, 0, 0.5, 0, 0.25, 0, 0, 0, 1.0, 0]]) - 0.1 * (HAND_IDS >= 0)
   np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("weighting", ["paper", "original_code", "final_only"])
+def test_vmap_over_rows_equals_the_batched_call(weighting):
+  ids = np.concatenate([HAND_IDS, np.where(HAND_IDS >= 1, HAND_IDS - 1, -1)])
+  rewards = np.concatenate([HAND_REWARDS, [[0.3, 0.6, 0.0, 0.0]]])
+  per_row = jax.jit(jax.vmap(lambda r, i: place_step_rewards(r, i, weighting)))(rewards, ids)
+  np.testing.assert_allclose(per_row, place(rewards, ids, weighting))
