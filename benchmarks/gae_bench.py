@@ -16,8 +16,10 @@ repeats (the machine may be shared); the jitted kernels are timed round-robin so
 that they all see the same background load. The memory-bandwidth lower bound of a
 jitted kernel is (bytes it must read + write) / (bandwidth of a jitted in-place
 add over 256 MiB, measured here); a second bound uses the bandwidth of an
-elementwise add on arrays of the kernel's own size, which may sit in cache. Device-agnostic: JAX uses its default backend (CPU, GPU or TPU)
-and torch uses CUDA when it is available, so the same script measures a GPU.
+elementwise add on arrays of the kernel's own size, which may sit in cache.
+
+Device-agnostic: JAX uses its default backend (CPU, GPU or TPU) and torch uses
+CUDA when it is available, so the same script measures a GPU.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -71,7 +70,8 @@ def test_gradient_is_the_unclipped_surrogate_on_unclipped_tokens_and_zero_on_cli
 def test_metrics_by_hand():
   # One token: ratio e^0.5 = 1.6487 > 1.2 with A = 1 -> clipped; approx_kl = .5 * .25
   logp, old_logp = np.array([[-1.0]]), np.array([[-1.5]])
-  values, old_values, adv, ret, mask = np.array([[0.5]]), np.array([[0.0]]), np.ones((1, 1)), np.ones((1, 1)), np.ones((1, 1))
+  values, old_values = np.array([[0.5]]), np.array([[0.0]])
+  adv = ret = mask = np.ones((1, 1))
   (loss, m), _ = loss_and_grads(logp, old_logp, values, old_values, adv, ret, mask)
   assert float(m["policy_loss"]) == pytest.approx(-1.2)
   # value: v = .5 (clipped to .2): max(.25, .64) / 2 = .32
