@@ -21,8 +21,9 @@ def test_hand_worked_group():
   rewards = np.array([[0.5, 1.0], [0.0, 0.0], [0.2, 0.0]])
   num_steps = np.array([2, 1, 1])
   groups = np.array([7, 7, 3])
-  np.testing.assert_allclose(step_returns_to_go(rewards, num_steps, gamma=0.5), [[1.0, 1.0], [0, 0], [0.2, 0]])
-  # gamma 1: returns-to-go 1.5, 1 | 0 | .2. Group A pools 1.5, 1, 0: mean 5/6, var (4+1/36... ) below.
+  np.testing.assert_allclose(jax.jit(step_returns_to_go)(rewards, num_steps, gamma=0.5),
+                             [[1.0, 1.0], [0, 0], [0.2, 0]])
+  # gamma 1: returns-to-go 1.5, 1 | 0 | .2. Group A pools 1.5, 1 and 0; group B has one step.
   pool = [1.5, 1.0, 0.0]
   mean = sum(pool) / 3
   std = math.sqrt(sum((p - mean) ** 2 for p in pool) / 3)
