@@ -87,11 +87,11 @@ def main() -> None:
                           method="judge", options=AnnotateOptions(judge=settings))
         seconds = time.perf_counter() - start
         judged = counts["judge"]
-        assert judged["annotated"] == args.trajectories and judged["requests"] == args.trajectories * args.runs
+        assert judged["annotated"] == args.trajectories, judged
         bound = concurrency / (args.runs * args.delay)
         print(f"concurrency {concurrency:3d}: {args.trajectories} trajectories x {args.runs} runs in {seconds:.2f} s"
               f" = {args.trajectories / seconds:.1f} trajectories/s ({judged['requests'] / seconds:.1f} requests/s;"
-              f" bound {bound:.1f} trajectories/s at {args.delay * 1000:.0f} ms per request)")
+              f" bound {bound:.1f} trajectories/s at {args.delay * 1000:.0f} ms per request; {judged['retried']} retried)")
   finally:
     stop.set()
     server.join(timeout=5)

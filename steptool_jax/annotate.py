@@ -91,7 +91,12 @@ def annotate_with_judge(path: str, options: AnnotateOptions, errors: list[DataEr
   trajectories = read_trajectories(path, skip_invalid=options.skip_invalid, errors=errors)
   to_judge = [trajectory for trajectory in trajectories if trajectory.num_steps > 0]
   print(options.judge.describe(), file=sys.stderr)
-  results, summary = judge_trajectories(to_judge, options.judge)
+  try:
+    results, summary = judge_trajectories(to_judge, options.judge)
+  except KeyboardInterrupt:
+    print(f"judge: interrupted; finished runs are in {options.judge.cache_path or '(no cache)'}, rerun to resume",
+          file=sys.stderr)
+    raise
   runs_by_query = {trajectory.query_id: runs for trajectory, runs in zip(to_judge, results)}
   for trajectory in trajectories:
     if trajectory.num_steps == 0:

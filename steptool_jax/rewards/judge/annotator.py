@@ -1,7 +1,7 @@
 """Judging many trajectories: bounded concurrency, the on-disk cache, progress, summary.
 
 Every (trajectory, run index) whose run is not in the cache becomes one request. At most
-`concurrency` requests are in flight (a thread pool; the work is waiting on HTTP), and at
+`concurrency` requests are in flight (worker threads: the work is waiting on HTTP), and at
 most twice that many are queued, so prompts are built as they are needed, not all up
 front. Each finished run is written to the cache at once, from this thread only (no
 locks). A trajectory is annotated when all its runs are valid; a run that fails after its
@@ -12,9 +12,10 @@ cached so a rerun asks only the missing ones.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import dataclasses
+import queue
 import sys
+import threading
 from typing import Any, Callable, Iterator, Sequence
 
 import tqdm
@@ -128,26 +129,59 @@ def judge_trajectories(trajectories: Sequence[Trajectory], settings: JudgeSettin
   return results, summary
 
 
+class _Stopped(Exception):
+  """Raised in a worker's backoff sleep once the run has been abandoned."""
+
+
 def _run_bounded(jobs: Iterator[_Job], client: Any, settings: JudgeSettings,
                  finish: Callable[[_Job, RunOutcome], None]) -> None:
-  """Runs the jobs on `concurrency` threads, calling `finish` here as each one completes."""
-  pool = concurrent.futures.ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="judge")
-  pending: dict[concurrent.futures.Future, _Job] = {}
+  """Runs the jobs on `concurrency` worker threads, calling `finish` here as each one completes.
 
-  def drain() -> None:
-    done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-    for future in done:
-      finish(pending.pop(future), future.result())  # a JudgeRefusedError surfaces here
+  The workers are daemon threads: when the run stops early (Ctrl-C, a refusal) the process
+  exits at once instead of waiting out requests in flight; their answers were never cached,
+  so a rerun asks them again.
+  """
+  todo: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+  done: queue.SimpleQueue[tuple[_Job, RunOutcome | BaseException]] = queue.SimpleQueue()
+  stopped = threading.Event()
 
+  def sleep(seconds: float) -> None:
+    if stopped.wait(seconds):
+      raise _Stopped
+
+  def work() -> None:
+    while (job := todo.get()) is not None and not stopped.is_set():
+      try:
+        done.put((job, ask_judge(client, job.body, job.num_steps, settings, sleep=sleep)))
+      except _Stopped:
+        return
+      except BaseException as e:  # handed to the main thread, which decides
+        done.put((job, e))
+
+  def collect() -> None:
+    job, outcome = done.get()
+    if isinstance(outcome, BaseException):
+      raise outcome  # a JudgeRefusedError, or a bug: stop the run
+    finish(job, outcome)
+
+  workers = [threading.Thread(target=work, name=f"judge-{i}", daemon=True) for i in range(settings.concurrency)]
+  for worker in workers:
+    worker.start()
+  in_flight = 0
   try:
     for job in jobs:
-      while len(pending) >= 2 * settings.concurrency:
-        drain()
-      pending[pool.submit(ask_judge, client, job.body, job.num_steps, settings)] = job
-    while pending:
-      drain()
+      while in_flight >= 2 * settings.concurrency:  # bounded: prompts are built as they are needed
+        collect()
+        in_flight -= 1
+      todo.put(job)
+      in_flight += 1
+    while in_flight:
+      collect()
+      in_flight -= 1
   finally:
-    pool.shutdown(wait=False, cancel_futures=True)
+    stopped.set()
+    for _ in workers:
+      todo.put(None)
 
 
 def annotation_from_runs(trajectory: Trajectory, runs: Sequence[JudgeRun]) -> RewardAnnotation:

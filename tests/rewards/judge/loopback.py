@@ -109,7 +109,10 @@ class LoopbackJudge:
       def log_message(self, *args):
         pass
 
-    self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    class Server(http.server.ThreadingHTTPServer):
+      request_queue_size = 256  # the default listen backlog of 5 resets bursts of new connections
+
+    self._server = Server(("127.0.0.1", port), Handler)
     self._server.daemon_threads = True
     self._server.block_on_close = False  # handlers still sleeping on a timed-out request are not waited for
     self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)

@@ -109,12 +109,12 @@ def test_failures_are_summarised_with_reasons_and_left_out(tmp_path, capsys):
             error(429, headers={"Retry-After": "0"}) if i == 0 else good,  # 1: rate limited once
             evaluation([1, 1, 1], [5, 5, 5], "Solved"),                # 2: always three entries for two steps
             error(500, "model overloaded"),                            # 3: always 500
-            Reply(body=good.body, delay=1.0) if i == 0 else good,      # 4: times out once
+            Reply(body=good.body, delay=3.0) if i == 0 else good,      # 4: times out once
             error(400, "prompt too long")][k]                          # 5: rejected
   out = tmp_path / "out.tsv"
   with LoopbackJudge(per_task(script)) as judge:
     code, stdout, stderr = run_cli(capsys, answers, out, judge, "--judge-runs=1", "--judge-retries=2",
-                                   "--judge-timeout=0.4")
+                                   "--judge-timeout=1")
   assert code == 0
   counts = json.loads(stdout)
   assert counts["rows"] == 3 and counts["empty_trajectories"] == 1

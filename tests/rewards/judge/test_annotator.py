@@ -2,6 +2,7 @@
 
 import dataclasses
 import threading
+import time
 
 import pytest
 
@@ -9,7 +10,7 @@ from steptool_jax.data.records import AnswerStatus, ToolCall, Trajectory
 from steptool_jax.rewards.judge.annotator import judge_trajectories
 from steptool_jax.rewards.judge.client import JudgeRefusedError
 from steptool_jax.rewards.judge.settings import JudgeSettings
-from tests.rewards.judge.loopback import LoopbackJudge, error, evaluation, prompt_of, steps_in_prompt
+from tests.rewards.judge.loopback import LoopbackJudge, Reply, error, evaluation, prompt_of, steps_in_prompt
 
 KEY = "sk-test-annotator"
 
@@ -82,3 +83,14 @@ def test_a_refusal_stops_the_run_and_keeps_what_finished(tmp_path):
       judge_trajectories(trajectories(6), JudgeSettings(model="m", base_url=judge.url, runs=1, concurrency=1,
                                                         cache_path=str(cache)))
   assert len(cache.read_text().splitlines()) == 5  # tasks 0-4, asked one at a time before task 5
+
+
+def test_a_refusal_does_not_wait_for_slow_requests_in_flight():
+  def refuse_task_0(request):
+    return error(403) if "task number 0" in prompt_of(request.body) else Reply(body={}, delay=5.0)
+
+  with LoopbackJudge(refuse_task_0) as judge:
+    start = time.monotonic()
+    with pytest.raises(JudgeRefusedError, match="HTTP 403"):
+      judge_trajectories(trajectories(4), JudgeSettings(model="m", base_url=judge.url, runs=1, concurrency=4))
+    assert time.monotonic() - start < 2.5  # not the 5 s the requests still in flight take
