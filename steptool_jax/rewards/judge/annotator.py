@@ -1,9 +1,8 @@
 """Judging many trajectories: bounded concurrency, the on-disk cache, progress, summary.
 
 Every (trajectory, run index) whose run is not in the cache becomes one request. At most
-`concurrency` requests are in flight (worker threads: the work is waiting on HTTP), and at
-most twice that many are queued, so prompts are built as they are needed, not all up
-front. Each finished run is written to the cache at once, from this thread only (no
+`concurrency` requests are in flight (worker threads: the work is waiting on HTTP) and as
+many again wait in a queue, so prompts are built as they are needed, not all up front. Each finished run is written to the cache at once, from this thread only (no
 locks). A trajectory is annotated when all its runs are valid; a run that fails after its
 retries makes the trajectory fail, with the reason in the summary, and its valid runs stay
 cached so a rerun asks only the missing ones.

@@ -93,7 +93,7 @@ def ask_judge(client: Any, body: dict[str, Any], num_steps: int, settings: Judge
         raise JudgeOutputError(f"expected a JSON response body, found {raw.text[:80]!r}") from None
       return RunOutcome(judge_run_from_completion(completion, num_steps), tuple(retried), None, attempt + 1)
     except JudgeOutputError as e:
-      reason, detail = INVALID_OUTPUT, str(e)
+      reason, detail = INVALID_OUTPUT, _redact(str(e), secret)  # it quotes what the server sent
     except openai.APIStatusError as e:
       status = e.status_code
       if status in (401, 403):
