@@ -1,7 +1,7 @@
 """`python -m steptool_jax.annotate`: trajectories in, the step-grained TSV out.
 
     python -m steptool_jax.annotate --input=ANSWERS_OR_ANNOTATIONS.json --output=OUT.tsv \\
-        --template=toolllama|qwen2|llama3 [--method=rules|annotations]
+        --template=toolllama|qwen2|llama3 [--method=rules|annotations|judge]
 
 A method turns an input file into (trajectory, step rewards) pairs; the trajectory is then
 rendered in the chosen template, one TSV row per trajectory. Methods live in the `METHODS`
@@ -12,6 +12,11 @@ registry, so another annotator (an LLM judge) is one more entry, not a rewrite:
   Unsolved, else Unsure; `annotations`: mean judge verdict of `--annotations` or of the
   input; `gold`: `--gold` JSON of query id -> gold answer).
 - `annotations`: the paper's formula over existing judge annotations.
+- `judge`: asks an LLM judge (any OpenAI-compatible endpoint, `--judge-*` flags, key from
+  `OPENAI_API_KEY` or `--judge-api-key-env`) for `--judge-runs` runs per trajectory, then the
+  paper's formula; finished runs are cached beside the output, so a rerun resumes.
+
+A method may return a dict of extra counts from its generator; they join the printed counts.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Generator, Iterator, Sequence
 
 from steptool_jax.data.annotations import iter_reward_annotations, read_reward_annotations, trajectory_from_annotation
 from steptool_jax.data.errors import DataError
@@ -32,6 +37,8 @@ from steptool_jax.data.render import TEMPLATES, render_steps
 from steptool_jax.data.toolbench import iter_converted_answers
 from steptool_jax.data.tsv import write_step_grained_tsv
 from steptool_jax.rewards.is_solved import IsSolvedSource, from_annotations, from_gold_answers, give_up_rule
+from steptool_jax.rewards.judge.annotator import annotation_from_runs, judge_trajectories
+from steptool_jax.rewards.judge.settings import JudgeSettings, add_judge_arguments, judge_settings_from_args
 from steptool_jax.rewards.rules import annotate_by_rules
 from steptool_jax.rewards.shaping import step_rewards_from_annotation
 
@@ -49,10 +56,11 @@ class AnnotateOptions:
   annotations: str | None = None
   gold: str | None = None
   skip_invalid: bool = False
+  judge: JudgeSettings | None = None
 
 
 Annotated = tuple[Trajectory, tuple[float, ...]]
-Method = Callable[[str, AnnotateOptions, list[DataError]], Iterator[Annotated]]
+Method = Callable[[str, AnnotateOptions, list[DataError]], Generator[Annotated, None, dict[str, Any] | None]]
 
 
 def annotate_with_rules(path: str, options: AnnotateOptions, errors: list[DataError]) -> Iterator[Annotated]:
@@ -73,9 +81,38 @@ def annotate_from_annotations(path: str, options: AnnotateOptions, errors: list[
     yield trajectory_from_annotation(annotation), step_rewards_from_annotation(annotation, alpha=options.alpha)
 
 
+def annotate_with_judge(path: str, options: AnnotateOptions, errors: list[DataError]
+                        ) -> Generator[Annotated, None, dict[str, Any]]:
+  """The LLM judge's runs over converted answers (or an annotation file's trajectories), then the
+  paper's formula; trajectories whose runs failed are left out and listed in the summary."""
+  if options.judge is None:
+    raise ValueError("judge_model: --method=judge needs --judge-model=NAME (and --judge-base-url for a server"
+                     " other than OpenAI's)")
+  trajectories = read_trajectories(path, skip_invalid=options.skip_invalid, errors=errors)
+  to_judge = [trajectory for trajectory in trajectories if trajectory.num_steps > 0]
+  print(options.judge.describe(), file=sys.stderr)
+  try:
+    results, summary = judge_trajectories(to_judge, options.judge)
+  except KeyboardInterrupt:
+    print(f"judge: interrupted; finished runs are in {options.judge.cache_path or '(no cache)'}, rerun to resume",
+          file=sys.stderr)
+    raise
+  runs_by_query = {trajectory.query_id: runs for trajectory, runs in zip(to_judge, results)}
+  for trajectory in trajectories:
+    if trajectory.num_steps == 0:
+      yield trajectory, ()  # counted as empty by `annotate`, nothing to ask
+      continue
+    runs = runs_by_query[trajectory.query_id]
+    if runs is not None:
+      yield trajectory, step_rewards_from_annotation(annotation_from_runs(trajectory, runs), alpha=options.alpha)
+  print(summary.format(), file=sys.stderr)
+  return {"judge": summary.to_dict()}
+
+
 METHODS: dict[str, Method] = {
     "rules": annotate_with_rules,
     "annotations": annotate_from_annotations,
+    "judge": annotate_with_judge,
 }
 
 
@@ -116,10 +153,14 @@ def annotate(input_path: str, output_path: str, *, template: str, method: str = 
     raise ValueError(f"method: expected one of {', '.join(METHODS)}, found {method!r}")
   errors = [] if errors is None else errors
   empty = 0
+  method_counts: dict[str, Any] = {}
+
+  def annotated() -> Iterator[Annotated]:
+    method_counts.update((yield from METHODS[method](input_path, options, errors)) or {})
 
   def rows() -> Iterator[StepGrainedRow]:
     nonlocal empty
-    for trajectory, rewards in METHODS[method](input_path, options, errors):
+    for trajectory, rewards in annotated():
       if trajectory.num_steps == 0:
         empty += 1  # no action at all: nothing to train on
         continue
@@ -133,7 +174,7 @@ def annotate(input_path: str, output_path: str, *, template: str, method: str = 
   finally:
     if os.path.exists(partial):
       os.remove(partial)
-  return {"rows": written, "invalid_rows": len(errors), "empty_trajectories": empty}
+  return {"rows": written, "invalid_rows": len(errors), "empty_trajectories": empty, **method_counts}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,12 +192,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--gold", help="JSON of query id -> gold answer for --is-solved=gold")
   parser.add_argument("--system-prompt", help="system text of the rendered prompts (default: the tool list)")
   parser.add_argument("--skip-invalid", action="store_true", help="report and count bad records instead of stopping")
+  add_judge_arguments(parser)
   args = parser.parse_args(argv)
 
-  options = AnnotateOptions(alpha=args.alpha, threshold=args.threshold, is_solved=args.is_solved,
-                            annotations=args.annotations, gold=args.gold, skip_invalid=args.skip_invalid)
   errors: list[DataError] = []
   try:
+    options = AnnotateOptions(alpha=args.alpha, threshold=args.threshold, is_solved=args.is_solved,
+                              annotations=args.annotations, gold=args.gold, skip_invalid=args.skip_invalid,
+                              judge=judge_settings_from_args(args))
     counts = annotate(args.input, args.output, template=args.template, method=args.method, options=options,
                       system_prompt=args.system_prompt, errors=errors)
   except DataError as e:
