@@ -60,54 +60,69 @@ class Generation:
   stopped: jnp.ndarray
 
 
-def top_p_filter(logits: jnp.ndarray, top_p: float) -> jnp.ndarray:
+def top_p_filter(logits: jnp.ndarray, top_p: jnp.ndarray | float) -> jnp.ndarray:
   """Logits with every token outside the smallest set of mass >= top_p set to -inf.
 
   A token is kept when the mass of the strictly more likely tokens is below `top_p`, so the
-  most likely token always survives.
+  most likely token always survives; `top_p >= 1` keeps everything.
   """
-  if top_p >= 1.0:
-    return logits
   probs = jax.nn.softmax(logits, axis=-1)
   sorted_probs = jnp.sort(probs, axis=-1)[..., ::-1]
   mass_before = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs
-  kept = mass_before < top_p
+  kept = (mass_before < top_p) | (top_p >= 1.0)
   # The smallest kept probability is the threshold; ties at the threshold are all kept.
   threshold = jnp.min(jnp.where(kept, sorted_probs, jnp.inf), axis=-1, keepdims=True)
   return jnp.where(probs >= threshold, logits, -jnp.inf)
 
 
-def sample_token(logits: jnp.ndarray, rng: jax.Array, temperature: float, top_p: float) -> jnp.ndarray:
-  """`[B]` next tokens from `[B, V]` float32 logits."""
-  if temperature == 0.0:
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  filtered = top_p_filter(logits / temperature, top_p)
-  return jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
+def sample_token(logits: jnp.ndarray, rng: jax.Array, temperature: jnp.ndarray,
+                 top_p: jnp.ndarray) -> jnp.ndarray:
+  """`[B]` next tokens from `[B, V]` float32 logits; `temperature == 0` is greedy.
+
+  Temperature and top-p are traced values, so changing them does not recompile.
+  """
+  def sample(logits: jnp.ndarray) -> jnp.ndarray:
+    scaled = logits / jnp.maximum(temperature, 1e-6)
+    # The sort behind top-p costs a pass over the vocabulary: skip it when top_p = 1.
+    scaled = jax.lax.cond(top_p < 1.0, lambda x: top_p_filter(x, top_p), lambda x: x, scaled)
+    return jax.random.categorical(rng, scaled, axis=-1).astype(jnp.int32)
+
+  greedy = lambda logits: jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  return jax.lax.cond(temperature > 0.0, sample, greedy, logits)
 
 
-def _ends_with_stop(tokens: jnp.ndarray, step: jnp.ndarray,
-                    stop_sequences: tuple[tuple[int, ...], ...]) -> jnp.ndarray:
-  """`[B]`: whether the tokens up to and including `step` end with one of the sequences."""
-  hit = jnp.zeros(tokens.shape[0], bool)
-  for seq in stop_sequences:
-    m = len(seq)
-    start = jnp.maximum(step - m + 1, 0)
-    window = jax.lax.dynamic_slice_in_dim(tokens, start, m, axis=1) if m <= tokens.shape[1] else None
-    if window is None:
-      continue
-    hit = hit | ((step + 1 >= m) & jnp.all(window == jnp.asarray(seq, jnp.int32), axis=1))
-  return hit
+def stop_table(stop_sequences: tuple[tuple[int, ...], ...]) -> jnp.ndarray:
+  """`[S, M]` stop sequences, right-aligned, -1 where a shorter sequence has no token."""
+  width = max((len(s) for s in stop_sequences), default=1)
+  rows = [[-1] * (width - len(s)) + list(s) for s in stop_sequences]
+  return jnp.asarray(rows, jnp.int32).reshape(len(rows), width)
+
+
+def ends_with_stop(tokens: jnp.ndarray, step: jnp.ndarray, table: jnp.ndarray) -> jnp.ndarray:
+  """`[B]`: whether `tokens[:, :step + 1]` ends with one of the sequences of `table [S, M]`."""
+  width = table.shape[1]
+  # Slots before the first generated token hold -2, which matches no sequence token.
+  padded = jnp.pad(tokens, ((0, 0), (width - 1, 0)), constant_values=-2)
+  window = jax.lax.dynamic_slice_in_dim(padded, step, width, axis=1)  # tokens step-M+1 .. step
+  match = (table[None] == -1) | (window[:, None, :] == table[None])  # [B, S, M]
+  return jnp.any(jnp.all(match, axis=-1), axis=-1)
 
 
 def generate(config: ModelConfig, variables: Any, prompt_ids: jnp.ndarray, prompt_mask: jnp.ndarray,
              rng: jax.Array, sampling: SamplingConfig, *, lora: LoraConfig | None = None,
              use_lora: bool = True) -> Generation:
-  """Continues left-padded prompts `[B, P]`; see the module docstring. Jitted per static setup.
+  """Continues left-padded prompts `[B, P]`; see the module docstring.
 
+  Compiled once per (config, prompt shape, max_new_tokens, number/length of stop
+  sequences); temperature, top-p, EOS ids and stop tokens are traced values.
   A right-padded batch must be left-padded first (`left_pad`).
   """
-  return _generate(config, lora, use_lora, sampling, variables, jnp.asarray(prompt_ids, jnp.int32),
-                   jnp.asarray(prompt_mask, jnp.int32), rng)
+  controls = dict(
+      temperature=jnp.float32(sampling.temperature), top_p=jnp.float32(sampling.top_p),
+      eos_ids=jnp.asarray(sampling.eos_ids or (-1,), jnp.int32),
+      stop_table=stop_table(sampling.stop_sequences), pad_id=jnp.int32(sampling.pad_id))
+  return _generate(config, lora, use_lora, sampling.max_new_tokens, variables,
+                   jnp.asarray(prompt_ids, jnp.int32), jnp.asarray(prompt_mask, jnp.int32), rng, controls)
 
 
 def generate_with_policy(policy: Policy, prompt_ids: jnp.ndarray, prompt_mask: jnp.ndarray,
@@ -117,31 +132,32 @@ def generate_with_policy(policy: Policy, prompt_ids: jnp.ndarray, prompt_mask: j
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _generate(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, sampling: SamplingConfig,
-              variables: Any, prompt_ids: jnp.ndarray, prompt_mask: jnp.ndarray, rng: jax.Array
-              ) -> Generation:
+def _generate(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, max_new_tokens: int,
+              variables: Any, prompt_ids: jnp.ndarray, prompt_mask: jnp.ndarray, rng: jax.Array,
+              controls: dict[str, jnp.ndarray]) -> Generation:
   model = CausalLM(config, lora)
   trunk = trunk_variables(variables, use_lora)
   batch, prompt_len = prompt_ids.shape
-  n = sampling.max_new_tokens
+  n = max_new_tokens
+  pad_id = controls["pad_id"]
 
   cache = init_cache(config, batch, prompt_len + n)
   hidden, cache = model.apply(trunk, prompt_ids, prompt_mask, positions_from_mask(prompt_mask),
                               cache, method=CausalLM.hidden_states)
   logits = model.apply({"params": variables["params"]}, hidden[:, -1], method=CausalLM.logits)
-  eos = jnp.asarray(sampling.eos_ids or (-1,), jnp.int32)
 
   def step_fn(state: dict[str, Any]) -> dict[str, Any]:
     step, rng = state["step"], state["rng"]
     rng, key = jax.random.split(rng)
-    token = sample_token(state["logits"], key, sampling.temperature, sampling.top_p)
+    token = sample_token(state["logits"], key, controls["temperature"], controls["top_p"])
     logp = jnp.take_along_axis(jax.nn.log_softmax(state["logits"], axis=-1), token[:, None], axis=-1)[:, 0]
     done = state["done"]
-    token = jnp.where(done, sampling.pad_id, token)
+    token = jnp.where(done, pad_id, token)
     tokens = state["tokens"].at[:, step].set(token)
     logprobs = state["logprobs"].at[:, step].set(jnp.where(done, 0.0, logp))
     lengths = state["lengths"] + (~done).astype(jnp.int32)
-    stopped = ~done & (jnp.isin(token, eos) | _ends_with_stop(tokens, step, sampling.stop_sequences))
+    stopped = ~done & (jnp.isin(token, controls["eos_ids"])
+                       | ends_with_stop(tokens, step, controls["stop_table"]))
     # Feed the token to get the next step's logits (wasted on the last step, 1/N of the work).
     positions = state["next_position"][:, None]
     hidden, cache = model.apply(trunk, token[:, None], jnp.ones((batch, 1), jnp.int32), positions,
@@ -156,7 +172,7 @@ def _generate(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, samp
 
   state = dict(
       step=jnp.zeros((), jnp.int32), rng=rng, logits=logits, cache=cache,
-      tokens=jnp.full((batch, n), sampling.pad_id, jnp.int32), logprobs=jnp.zeros((batch, n), jnp.float32),
+      tokens=jnp.full((batch, n), pad_id, jnp.int32), logprobs=jnp.zeros((batch, n), jnp.float32),
       lengths=jnp.zeros((batch,), jnp.int32), done=jnp.zeros((batch,), bool),
       stopped=jnp.zeros((batch,), bool), next_position=jnp.sum(prompt_mask, axis=-1).astype(jnp.int32))
   state = jax.lax.while_loop(keep_going, step_fn, state)

@@ -24,8 +24,10 @@ def _chunk_stats(hidden: jnp.ndarray, targets: jnp.ndarray, logits_fn: LogitsFn,
   target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   logp = target_logits - log_norm
   if with_entropy:
-    probs = jnp.exp(logits - log_norm[..., None])
-    entropy = log_norm - jnp.sum(probs * logits, axis=-1)
+    # -sum p log p on the normalised log-probs: `log_norm - sum p * logits` is the same
+    # number but cancels catastrophically for peaked distributions.
+    log_probs = logits - log_norm[..., None]
+    entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
   else:
     entropy = jnp.zeros_like(logp)
   return logp, entropy
