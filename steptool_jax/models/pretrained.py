@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
+from steptool_jax.data.errors import DataError
 from steptool_jax.models import hf_io
 from steptool_jax.models.config import LoraConfig, ModelConfig
 from steptool_jax.models.lora import LORA_COLLECTION
@@ -54,7 +55,11 @@ def load_pretrained(path: str | os.PathLike[str], dtype: Any = None, *, compute_
   dtype = jnp.dtype(dtype or hf_io.checkpoint_dtype(hf_config)).name
   overrides: dict[str, Any] = {"param_dtype": dtype, "dtype": jnp.dtype(compute_dtype or dtype).name}
   overrides.update(config_overrides)
-  config = ModelConfig.from_hf_config(hf_config, **overrides)
+  try:
+    config = ModelConfig.from_hf_config(hf_config, **overrides)
+  except KeyError as e:
+    raise DataError(pathlib.Path(path) / "config.json", None, str(e.args[0]),
+                    "required field missing") from e
   shardings = variable_shardings(config, lora, mesh, rules) if mesh is not None else None
   variables: dict[str, Any] = {"params": hf_io.load_hf_params(
       path, config, shardings=None if shardings is None else shardings["params"])}
