@@ -7,13 +7,11 @@ import pathlib
 import subprocess
 import sys
 
-import flax
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from steptool_jax.models import LoraConfig, Policy, init_lora_params, load_pretrained, save_pretrained
-from tests.models.tiny_models import IDS, MASK, TINY, tiny_policy
+from steptool_jax.models import load_pretrained, save_pretrained
+from tests.models.tiny_models import IDS, MASK, lora_policy, tiny_policy
 from tests.tiny_tokenizer import tiny_tokenizer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -22,11 +20,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def test_cli_merges_adapters_and_copies_the_tokenizer(tmp_path):
   base_dir = save_pretrained(tiny_policy(), tmp_path / "base", dtype="float32")
   tiny_tokenizer().save_pretrained(base_dir)
-  lora = LoraConfig(rank=4, alpha=12.0, targets=("q_proj", "v_proj", "down_proj"))
-  adapters = flax.traverse_util.flatten_dict(init_lora_params(TINY, lora, jax.random.key(3)))
-  adapters = flax.traverse_util.unflatten_dict(
-      {k: (0.3 * jax.random.normal(jax.random.key(4), v.shape) if k[-1] == "b" else v) for k, v in adapters.items()})
-  trained = Policy(config=TINY, variables={**tiny_policy().variables, "lora": adapters}, lora=lora)
+  trained = lora_policy()
+  adapters = trained.variables["lora"]
   # What a LoRA run saves: only the trained parts, under `state.policy`.
   checkpoint = tmp_path / "ckpt" / "100" / "state"
   saver = ocp.StandardCheckpointer()
@@ -37,7 +32,7 @@ def test_cli_merges_adapters_and_copies_the_tokenizer(tmp_path):
   env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
   subprocess.run([sys.executable, "-m", "steptool_jax.export", f"--checkpoint={checkpoint}",
                   f"--base_model={base_dir}", f"--output={out}", "--params_key=policy",
-                  "--lora_alpha=12", "--dtype=float32"], check=True, cwd=REPO, env=env, timeout=300)
+                  f"--lora_alpha={trained.lora.alpha}", "--dtype=float32"], check=True, cwd=REPO, env=env, timeout=300)
 
   assert (out / "tokenizer.json").is_file() and (out / "config.json").is_file()
   exported = load_pretrained(out)

@@ -10,10 +10,7 @@ import pytest
 
 from steptool_jax.models import SamplingConfig, generate_with_policy, left_pad
 from steptool_jax.models.generate import top_p_filter
-from tests.models.tiny_models import tiny_policy
-
-PROMPTS = [[1, 17, 33, 90, 41, 5], [1, 64, 8]]
-NEW = 8
+from tests.models.tiny_models import NEW_TOKENS as NEW, PROMPTS, tiny_policy
 
 
 @pytest.fixture(scope="module")

@@ -6,65 +6,40 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-from steptool_jax.models import LoraConfig, Policy, init_lora_params, score_tokens
+from steptool_jax.models.config import LoraConfig
 from steptool_jax.models.lora import Projection
-from tests.models.tiny_models import IDS, MASK, TINY as CFG, tiny_policy
-
-LORA = LoraConfig(rank=4, alpha=8.0)  # all seven projections
+from tests.models.tiny_models import IDS, LORA, MASK, fresh_lora_policy, lora_policy, tiny_policy, trainable_grads
 
 
-def with_random_b(adapters, scale: float = 0.2):
-  flat = flax.traverse_util.flatten_dict(adapters)
-  keys = jax.random.split(jax.random.key(7), len(flat))
-  return flax.traverse_util.unflatten_dict({
-      path: scale * jax.random.normal(k, x.shape) if path[-1] == "b" else x
-      for k, (path, x) in zip(keys, flat.items())})
-
-
-@pytest.fixture(scope="module")
-def base():
-  return tiny_policy()
-
-
-@pytest.fixture(scope="module")
-def fresh(base):
-  return Policy(config=CFG, variables={**base.variables, "lora": init_lora_params(CFG, LORA, jax.random.key(1))},
-                lora=LORA)
-
-
-@pytest.fixture(scope="module")
-def trained(fresh):
-  return Policy(config=CFG, variables={**fresh.variables, "lora": with_random_b(fresh.variables["lora"])},
-                lora=LORA)
-
-
-def test_adapters_are_a_separate_tree(fresh):
-  paths = {"/".join(p) for p in flax.traverse_util.flatten_dict(fresh.variables["lora"])}
+def test_adapters_are_a_separate_tree():
+  variables = fresh_lora_policy().variables
+  paths = {"/".join(p) for p in flax.traverse_util.flatten_dict(variables["lora"])}
   assert len(paths) == 2 * len(LORA.targets)
   assert "layers/self_attn/q_proj/a" in paths and "layers/mlp/down_proj/b" in paths
-  assert not any("lora" in "/".join(p) for p in flax.traverse_util.flatten_dict(fresh.variables["params"]))
-  assert fresh.variables["lora"]["layers"]["self_attn"]["q_proj"]["b"].shape == (2, 4, 4, 16)
+  assert not any("lora" in "/".join(p) for p in flax.traverse_util.flatten_dict(variables["params"]))
+  assert variables["lora"]["layers"]["self_attn"]["q_proj"]["b"].shape == (2, 4, 4, 16)  # [layers, rank, heads, head_dim]
 
 
-def test_fresh_adapters_equal_base(base, fresh):
-  np.testing.assert_array_equal(np.asarray(fresh.logits(IDS, MASK)), np.asarray(base.logits(IDS, MASK)))
+def test_fresh_adapters_equal_base():
+  np.testing.assert_array_equal(np.asarray(fresh_lora_policy().logits(IDS, MASK)),
+                                np.asarray(tiny_policy().logits(IDS, MASK)))
 
 
-def test_merged_equals_unmerged(base, trained):
+def test_merged_equals_unmerged():
+  trained = lora_policy()
   unmerged = np.asarray(trained.logits(IDS, MASK))
-  assert np.abs(unmerged - np.asarray(base.logits(IDS, MASK))).max() > 1e-2  # the adapters do something
+  assert np.abs(unmerged - np.asarray(tiny_policy().logits(IDS, MASK))).max() > 1e-2  # the adapters do something
   merged = trained.merged()
   assert merged.lora is None and "lora" not in merged.variables
   np.testing.assert_allclose(np.asarray(merged.logits(IDS, MASK)), unmerged, atol=2e-5, rtol=1e-5)
 
 
-def test_lora_off_is_the_base_model(base, trained):
-  np.testing.assert_array_equal(np.asarray(trained.logits(IDS, MASK, use_lora=False)),
-                                np.asarray(base.logits(IDS, MASK)))
-  np.testing.assert_array_equal(np.asarray(trained.token_logprobs(IDS, MASK, use_lora=False)),
-                                np.asarray(base.token_logprobs(IDS, MASK)))
+def test_lora_off_is_the_reference_policy():
+  """The trainer's reference log-probs: same variables, adapters switched off."""
+  ours = tiny_policy().score(IDS, MASK, with_entropy=True).logp
+  np.testing.assert_array_equal(np.asarray(lora_policy().token_logprobs(IDS, MASK, use_lora=False)),
+                                np.asarray(ours))
 
 
 def test_projection_against_numpy():
@@ -81,16 +56,9 @@ def test_projection_against_numpy():
   np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_fresh_adapters_train_through_b_only(fresh):
+def test_fresh_adapters_train_through_b_only():
   """d/dA of x·A·B is zero while B = 0; d/dB is not: the usual LoRA start."""
-  @jax.jit
-  def grad(adapters):
-    def loss(adapters):
-      variables = {**fresh.variables, "lora": adapters}
-      return jnp.sum(score_tokens(fresh.model, variables, IDS, MASK, with_values=False).logp)
-    return jax.grad(loss)(adapters)
-
-  grads = flax.traverse_util.flatten_dict(grad(fresh.variables["lora"]))
+  grads = flax.traverse_util.flatten_dict(trainable_grads(fresh_lora_policy())["lora"])
   for path, g in grads.items():
     if path[-1] == "a":
       assert float(jnp.abs(g).max()) == 0.0, path

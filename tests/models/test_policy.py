@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from steptool_jax.models import CausalLM, Policy, score_tokens
-from tests.models.tiny_models import IDS, MASK, TINY, tiny_policy
+from steptool_jax.models import CausalLM, Policy, init_policy
+from tests.models.tiny_models import IDS, MASK, TINY, fresh_lora_policy, tiny_policy, trainable_grads
 
 
 def test_logp_and_entropy_are_aligned_with_input_ids():
@@ -45,20 +44,9 @@ def test_values_come_from_the_previous_hidden_state():
 
 
 def test_remat_gives_the_same_gradients():
-  policy = tiny_policy()
-
-  def grads(config):
-    model = CausalLM(config)
-
-    @jax.jit
-    def fn(variables):
-      def loss(v):
-        s = score_tokens(model, v, IDS, MASK)
-        return jnp.sum(s.logp) + jnp.sum(s.values ** 2)
-      return jax.grad(loss)(variables)
-    return fn(policy.variables)
-
-  plain, remat = grads(TINY), grads(TINY.replace(remat="full"))
+  """Gradients of the trainable parts (adapters, value head) with per-layer remat and without."""
+  plain = trainable_grads(fresh_lora_policy(), remat="none")
+  remat = trainable_grads(fresh_lora_policy(), remat="full")
   # Same math, different fusion: float32 rounding only (relative to each gradient's scale).
   jax.tree_util.tree_map(
       lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5 * float(np.abs(b).max())),
@@ -73,3 +61,13 @@ def test_bf16_compute_stays_close_to_float32():
   assert ours.dtype == np.float32  # logits are produced in float32 from bf16 activations
   real = MASK.astype(bool)
   assert np.abs(ours - ref)[real].max() < 0.1 * np.abs(ref[real]).max()
+
+
+def test_init_policy_starts_from_the_documented_initialisers():
+  policy = init_policy(TINY, jax.random.key(0))
+  params = policy.variables["params"]
+  np.testing.assert_array_equal(params["final_norm"]["scale"], np.ones(TINY.hidden_size))
+  q = np.asarray(params["layers"]["self_attn"]["q_proj"]["kernel"])
+  assert abs(q.std() - TINY.initializer_range) < 0.01 and abs(q.mean()) < 0.01
+  assert not np.allclose(q[0], q[1])  # layers get their own draws
+  np.testing.assert_array_equal(policy.variables["value_head"]["kernel"], np.zeros(TINY.hidden_size))

@@ -11,7 +11,7 @@ from steptool_jax.models import (
     SamplingConfig, generate_with_policy, left_pad, load_pretrained, save_pretrained, score_tokens,
     variable_shardings)
 from steptool_jax.parallel import make_mesh, sharding_context, spec_sharding
-from tests.models.tiny_models import IDS, MASK, TINY, tiny_policy
+from tests.models.tiny_models import IDS, MASK, NEW_TOKENS, PROMPTS, TINY, tiny_policy
 
 BATCH_IDS = np.concatenate([IDS, IDS[::-1]])  # 4 rows: one per (data, fsdp) shard
 BATCH_MASK = np.concatenate([MASK, MASK[::-1]])
@@ -64,8 +64,8 @@ def test_sharded_forward_equals_single_device(mesh, sharded_policy):
 
 
 def test_sharded_greedy_generation_equals_single_device(mesh, sharded_policy):
-  ids, mask = left_pad([[1, 17, 33, 90], [1, 64], [1, 5, 6], [2]], pad_id=0)
-  sampling = SamplingConfig(max_new_tokens=6)
+  ids, mask = left_pad(PROMPTS, pad_id=0)
+  sampling = SamplingConfig(max_new_tokens=NEW_TOKENS)
   reference = generate_with_policy(tiny_policy(), ids, mask, jax.random.key(0), sampling)
   with sharding_context(mesh):
     ids_s, mask_s = jax.device_put((ids, mask), spec_sharding(("batch", "length"), mesh))
