@@ -35,6 +35,7 @@ from safetensors.numpy import save_file
 
 from steptool_jax.data.errors import DataError
 from steptool_jax.models.config import ModelConfig
+from steptool_jax.models.policy import abstract_variables
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -223,8 +224,6 @@ def load_hf_params(path: str | os.PathLike[str], config: ModelConfig, *, dtype: 
   `shardings` is a tree like the params (e.g. from `parallel.logical_to_shardings`); None
   puts everything on the first device. `dtype` defaults to `config.param_dtype`.
   """
-  from steptool_jax.models.policy import abstract_variables  # noqa: PLC0415 (import cycle)
-
   dtype = jnp.dtype(dtype or config.param_dtype)
   abstract = flax.traverse_util.flatten_dict(flax.linen.unbox(abstract_variables(config)["params"]))
   flat_shardings = (flax.traverse_util.flatten_dict(flax.core.unfreeze(shardings))

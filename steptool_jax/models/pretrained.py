@@ -22,6 +22,7 @@ from steptool_jax.models.config import LoraConfig, ModelConfig
 from steptool_jax.models.lora import LORA_COLLECTION
 from steptool_jax.models.policy import (
     Policy, abstract_variables, init_lora_params, init_value_head_params)
+from steptool_jax.models.value_head import ValueHead
 from steptool_jax.parallel.rules import LOGICAL_AXIS_RULES, LogicalRules
 from steptool_jax.parallel.sharding import logical_specs, logical_to_shardings
 
@@ -29,10 +30,10 @@ from steptool_jax.parallel.sharding import logical_specs, logical_to_shardings
 def variable_shardings(config: ModelConfig, lora: LoraConfig | None, mesh: Mesh,
                        rules: LogicalRules = LOGICAL_AXIS_RULES) -> dict[str, Any]:
   """`NamedSharding`s for `{"params", "lora", "value_head"}` from the logical annotations."""
-  shardings = logical_to_shardings(logical_specs(abstract_variables(config, lora)), mesh, rules)
-  shardings = dict(flax.core.unfreeze(shardings))
-  shardings["value_head"] = logical_to_shardings(
-      {"kernel": jax.sharding.PartitionSpec("embed"), "bias": jax.sharding.PartitionSpec()}, mesh, rules)
+  shardings = dict(flax.core.unfreeze(
+      logical_to_shardings(logical_specs(abstract_variables(config, lora)), mesh, rules)))
+  head = jax.eval_shape(ValueHead().init, jax.random.key(0), jax.ShapeDtypeStruct((1, config.hidden_size), jnp.float32))
+  shardings["value_head"] = logical_to_shardings(logical_specs(head["params"]), mesh, rules)
   return shardings
 
 
