@@ -262,6 +262,9 @@ def load_value_head(path: str | os.PathLike[str]) -> dict[str, jax.Array] | None
   if not file.is_file():
     return None
   with safe_open(file, framework="flax") as f:
+    missing = {"value_head.kernel", "value_head.bias"} - set(f.keys())
+    if missing:
+      raise DataError(file, None, sorted(missing)[0], "tensor missing from the value head file")
     return {"kernel": jnp.asarray(f.get_tensor("value_head.kernel"), jnp.float32),
             "bias": jnp.asarray(f.get_tensor("value_head.bias"), jnp.float32).reshape(())}
 
