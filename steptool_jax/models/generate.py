@@ -181,7 +181,9 @@ def _generate(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, max_
 
 
 def left_pad(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """Left-padded `[B, P]` ids and mask from a list of token lists."""
+  """Left-padded `[B, P]` ids and mask from a list of token lists (each non-empty)."""
+  if not ids or any(len(row) == 0 for row in ids):
+    raise ValueError("prompts: expected a non-empty list of non-empty token lists")
   width = max(len(row) for row in ids)
   padded = [[pad_id] * (width - len(row)) + list(row) for row in ids]
   mask = [[0] * (width - len(row)) + [1] * len(row) for row in ids]

@@ -10,7 +10,7 @@ import pytest
 
 from steptool_jax.models import SamplingConfig, generate_with_policy, left_pad
 from steptool_jax.models.generate import top_p_filter
-from tests.models.tiny_models import NEW_TOKENS as NEW, PROMPTS, tiny_policy
+from tests.models.tiny_models import NEW_TOKENS as NEW, PROMPTS, lora_policy, tiny_policy
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +77,21 @@ def test_sampling_depends_on_the_key_only():
   assert np.any(np.asarray(a.tokens) != np.asarray(c.tokens))
 
 
-def test_returned_logprobs_are_the_model_logprobs():
-  """They equal the log-probs of the same tokens scored by a full forward (temperature 1, no top-p)."""
-  policy = tiny_policy()
-  out = run(SamplingConfig(max_new_tokens=NEW, temperature=1.5, top_p=0.9), key=5)
+@pytest.mark.parametrize("make_policy", [tiny_policy, lora_policy], ids=["base", "lora"])
+def test_returned_logprobs_are_the_model_logprobs(make_policy):
+  """They equal the log-probs of the same tokens scored by a full forward (temperature 1, no top-p);
+  with adapters, both use them."""
+  policy = make_policy()
   ids, mask = left_pad(PROMPTS, pad_id=0)
+  out = generate_with_policy(policy, ids, mask, jax.random.key(5),
+                             SamplingConfig(max_new_tokens=NEW, temperature=1.5, top_p=0.9))
   full = jnp.concatenate([ids, out.tokens], axis=1)
   full_mask = jnp.concatenate([mask, jnp.ones_like(out.tokens)], axis=1)
   scored = np.asarray(policy.token_logprobs(full, full_mask))[:, ids.shape[1]:]
   np.testing.assert_allclose(np.asarray(out.logprobs), scored, atol=1e-5)
+  if policy.lora is not None:
+    base = np.asarray(tiny_policy().token_logprobs(full, full_mask))[:, ids.shape[1]:]
+    assert np.abs(base - scored).max() > 1e-3
 
 
 def test_sampling_config_validation():

@@ -64,3 +64,19 @@ def test_fresh_adapters_train_through_b_only():
       assert float(jnp.abs(g).max()) == 0.0, path
     else:
       assert float(jnp.abs(g).max()) > 0.0, path
+
+
+def test_adapter_dropout_only_when_not_deterministic():
+  lora = LoraConfig(rank=2, alpha=2.0, dropout=0.5, targets=("q_proj",))
+  make = lambda deterministic: Projection(in_features=(8,), out_features=(3,), in_axes=("embed",), out_axes=("mlp",),
+                                          lora=lora, deterministic=deterministic)
+  rng = np.random.default_rng(1)
+  variables = {"params": {"kernel": np.zeros((8, 3), np.float32)},
+               "lora": {"a": rng.normal(size=(8, 2)).astype(np.float32), "b": rng.normal(size=(2, 3)).astype(np.float32)}}
+  x = np.ones((5, 8), np.float32)
+  plain = np.asarray(make(True).apply(variables, x))
+  np.testing.assert_allclose(plain, np.tile(x[0] @ variables["lora"]["a"] @ variables["lora"]["b"], (5, 1)), rtol=1e-5)
+  key = jax.random.key(0)
+  dropped = np.asarray(make(False).apply(variables, x, rngs={"dropout": key}))
+  assert not np.allclose(dropped, plain)
+  np.testing.assert_array_equal(dropped, np.asarray(make(False).apply(variables, x, rngs={"dropout": key})))
