@@ -1,20 +1,208 @@
-"""ToolBench converted answers (query id -> query, available_tools, answer tree).
+"""ToolBench converted answers: query id -> query, available tools, answer tree.
 
-INTERFACE STUB: implemented by the foundation work; signatures are the contract.
+Layout of one record (`converted_answers_G123.json`):
+
+    {"query": str,
+     "available_tools": [{"type": "function", "function": {name, description, parameters}}],
+     "answer": {"method": str, "total_steps": int, "final_answer": str,
+                "answer_details": [node]}}
+    node = {"role": "system" | "user" | "assistant" | "tool", "message": ..., "next": [node]}
+
+Tool nodes carry `{"name", "arguments", "response"}`; an assistant node, when present,
+carries the free-text thought of the tool call that follows it; the last tool node
+is `Finish`. The reader follows the chain of `next` nodes from the root.
+
+A branching tree (a node with more than one `next`) is a search tree, not one
+trajectory: which path to train on is a decision the data does not record, so the
+reader rejects it with a `DataError` naming the node instead of guessing a path.
+The `Finish` node is the source of truth for the final answer; `answer.final_answer`
+is written back as the Finish call's arguments, as ToolBench does.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Iterable
+from typing import Any, Iterable, Iterator, Mapping
 
-from steptool_jax.data.records import Trajectory
+from steptool_jax.data.errors import DataError, describe
+from steptool_jax.data.files import keep_valid, load_json_object
+from steptool_jax.data.records import FINISH, ToolCall, ToolSpec, Trajectory
+
+_EXPECTED_FILE = "ToolBench converted answers (query id -> {query, available_tools, answer})"
 
 
-def read_converted_answers(path: str | os.PathLike[str]) -> list[Trajectory]:
-  raise NotImplementedError
+def iter_converted_answers(path: str | os.PathLike[str]) -> Iterator[Trajectory | DataError]:
+  """Each query's trajectory, or the `DataError` saying why its record is bad (the
+  row is the query id)."""
+  data = load_json_object(path, expected=_EXPECTED_FILE)
+  for query_id, record in data.items():
+    try:
+      yield parse_converted_answer(path, query_id, record)
+    except DataError as e:
+      yield e
+
+
+def read_converted_answers(path: str | os.PathLike[str], *, skip_invalid: bool = False,
+                           errors: list[DataError] | None = None) -> list[Trajectory]:
+  """Every trajectory in file order; the first bad record raises unless `skip_invalid`."""
+  return keep_valid(iter_converted_answers(path), skip_invalid=skip_invalid, errors=errors)
 
 
 def write_converted_answers(path: str | os.PathLike[str], trajectories: Iterable[Trajectory]) -> int:
-  """Writes the same JSON layout the reader accepts (round trip)."""
-  raise NotImplementedError
+  """Writes the same JSON layout the reader accepts (round trip); returns the count."""
+  data = {}
+  for trajectory in trajectories:
+    if trajectory.query_id in data:
+      raise ValueError(f"duplicate query id {trajectory.query_id!r}: the file is keyed by query id")
+    data[trajectory.query_id] = converted_answer_record(trajectory)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(data, f, ensure_ascii=False, indent=2)
+    f.write("\n")
+  return len(data)
+
+
+def converted_answer_record(trajectory: Trajectory) -> dict[str, Any]:
+  """The JSON record of one trajectory (the value under its query id)."""
+  chain: list[dict[str, Any]] = [{"role": "system", "message": ""}, {"role": "user", "message": ""}]
+  for call in trajectory.calls + ((trajectory.finish,) if trajectory.finish is not None else ()):
+    if call.thought:
+      chain.append({"role": "assistant", "message": call.thought})
+    chain.append({"role": "tool", "message": {
+        "name": call.name, "arguments": call.arguments, "response": call.response}})
+  tail: list[dict[str, Any]] = []
+  for node in reversed(chain):  # built from the leaf up: no recursion on long chains
+    tail = [{**node, "next": tail}]
+  return {
+      "query": trajectory.query,
+      "available_tools": [tool.to_openai() for tool in trajectory.tools],
+      "answer": {
+          "method": trajectory.method,
+          "total_steps": len(chain),
+          "final_answer": trajectory.finish.arguments if trajectory.finish is not None else "",
+          "answer_details": tail,
+      },
+  }
+
+
+def parse_converted_answer(path: str | os.PathLike[str], query_id: str, record: Any) -> Trajectory:
+  """One trajectory from its JSON record."""
+  if not isinstance(record, dict):
+    raise DataError(path, query_id, "", f"expected an object with query, available_tools, answer,"
+                    f" found {describe(record)}")
+  query = _require(path, query_id, record, "query", str)
+  tools = tuple(
+      parse_tool(path, query_id, f"available_tools[{i}]", tool)
+      for i, tool in enumerate(_require(path, query_id, record, "available_tools", list)))
+  answer = _require(path, query_id, record, "answer", dict)
+  method = answer.get("method", "")
+  if not isinstance(method, str):
+    raise DataError(path, query_id, "answer.method", f"expected a string, found {describe(method)}")
+  final_answer = answer.get("final_answer", "")
+  if not isinstance(final_answer, str):
+    raise DataError(path, query_id, "answer.final_answer", f"expected a string, found {describe(final_answer)}")
+  nodes = answer.get("answer_details")
+  if not isinstance(nodes, list):
+    raise DataError(path, query_id, "answer.answer_details", f"expected a list of nodes, found {describe(nodes)}")
+  calls, finish = _follow_chain(path, query_id, nodes)
+  if finish is None and final_answer.strip():
+    raise DataError(path, query_id, "answer.answer_details",
+                    "expected a Finish tool node carrying answer.final_answer, found none")
+  return Trajectory(query_id=str(query_id), query=query, tools=tools, calls=calls, finish=finish,
+                    method=method)
+
+
+def parse_tool(path: str | os.PathLike[str], query_id: str, field: str, tool: Any) -> ToolSpec:
+  """An OpenAI-format function `{"type": "function", "function": {...}}`."""
+  if not isinstance(tool, dict) or not isinstance(tool.get("function"), dict):
+    raise DataError(path, query_id, field,
+                    f"expected {{'type': 'function', 'function': {{name, description, parameters}}}},"
+                    f" found {describe(tool)}")
+  if tool.get("type", "function") != "function":
+    raise DataError(path, query_id, f"{field}.type", f"expected 'function', found {describe(tool['type'])}")
+  function = tool["function"]
+  name = function.get("name")
+  if not isinstance(name, str) or not name:
+    raise DataError(path, query_id, f"{field}.function.name", f"expected a tool name, found {describe(name)}")
+  description = function.get("description", "")
+  if not isinstance(description, str):
+    raise DataError(path, query_id, f"{field}.function.description",
+                    f"expected a string, found {describe(description)}")
+  parameters = function.get("parameters", {})
+  if not isinstance(parameters, dict):
+    raise DataError(path, query_id, f"{field}.function.parameters",
+                    f"expected a JSON-schema object, found {describe(parameters)}")
+  return ToolSpec(name=name, description=description, parameters=parameters)
+
+
+def _follow_chain(path: str | os.PathLike[str], query_id: str, nodes: list[Any]
+                  ) -> tuple[tuple[ToolCall, ...], ToolCall | None]:
+  calls: list[ToolCall] = []
+  finish: ToolCall | None = None
+  thought = ""
+  field = "answer.answer_details"
+  while nodes:
+    if len(nodes) > 1:
+      raise DataError(path, query_id, field,
+                      f"expected a single chain of nodes, found a branching tree ({len(nodes)} children);"
+                      " choose one path before converting")
+    field += "[0]"
+    node = nodes[0]
+    if not isinstance(node, dict):
+      raise DataError(path, query_id, field, f"expected a node {{role, message, next}}, found {describe(node)}")
+    role = node.get("role")
+    message = node.get("message")
+    if role in ("system", "user"):
+      pass  # their text lives in the top-level query and the tool list
+    elif role == "assistant":
+      if not isinstance(message, str):
+        raise DataError(path, query_id, f"{field}.message", f"expected the thought text, found {describe(message)}")
+      thought = message
+    elif role == "tool":
+      if finish is not None:
+        raise DataError(path, query_id, field, "expected Finish to be the last tool node, found a call after it")
+      call = _parse_tool_call(path, query_id, f"{field}.message", message, thought)
+      thought = ""
+      if call.name == FINISH:
+        finish = call
+      else:
+        calls.append(call)
+    else:
+      raise DataError(path, query_id, f"{field}.role",
+                      f"expected one of system, user, assistant, tool, found {describe(role)}")
+    nodes = node.get("next", [])
+    field += ".next"
+    if not isinstance(nodes, list):
+      raise DataError(path, query_id, field, f"expected a list of nodes, found {describe(nodes)}")
+  return tuple(calls), finish
+
+
+def _parse_tool_call(path: str | os.PathLike[str], query_id: str, field: str, message: Any,
+                     thought: str) -> ToolCall:
+  if not isinstance(message, dict):
+    raise DataError(path, query_id, field, f"expected {{name, arguments, response}}, found {describe(message)}")
+  name = message.get("name")
+  if not isinstance(name, str) or not name:
+    raise DataError(path, query_id, f"{field}.name", f"expected a tool name, found {describe(name)}")
+  return ToolCall(name=name, arguments=_as_text(path, query_id, f"{field}.arguments", message.get("arguments", "")),
+                  response=_as_text(path, query_id, f"{field}.response", message.get("response", "")),
+                  thought=thought)
+
+
+def _as_text(path: str | os.PathLike[str], query_id: str, field: str, value: Any) -> str:
+  """Strings stay verbatim; a JSON object some producers write unserialised is serialised."""
+  if isinstance(value, str):
+    return value
+  if isinstance(value, (dict, list)):
+    return json.dumps(value, ensure_ascii=False)
+  raise DataError(path, query_id, field, f"expected a string (or JSON object), found {describe(value)}")
+
+
+def _require(path: str | os.PathLike[str], query_id: str, record: Mapping[str, Any], key: str,
+             kind: type) -> Any:
+  if key not in record:
+    raise DataError(path, query_id, key, f"expected a {kind.__name__} field {key!r}, found it missing")
+  value = record[key]
+  if not isinstance(value, kind):
+    raise DataError(path, query_id, key, f"expected a {kind.__name__}, found {describe(value)}")
+  return value

@@ -1,21 +1,174 @@
-"""The step-grained TSV of the original project (columns prompt, response, reward).
+"""The step-grained TSV of the original project: columns `prompt`, `response`, `reward`.
 
-INTERFACE STUB: implemented by the foundation work; signatures are the contract.
+Each cell holds a Python-literal list with one entry per step (`prompt[i]` is the
+context shown before action `response[i]`, `reward[i]` that step's shaped reward).
+The file is tab-separated with csv quoting (cells containing quotes are wrapped in
+double quotes, inner quotes doubled), exactly what Python's `csv` module writes,
+so the writer below reproduces the published files byte for byte.
+
+Cells are parsed with `ast.literal_eval` (and, failing that, `json.loads`, which
+accepts the `NaN`/`Infinity` spellings so they can be rejected with a clear
+message); nothing is ever evaluated as code.
 """
 
 from __future__ import annotations
 
+import ast
+import csv
+import io
+import json
+import math
 import os
-from typing import Iterable, Iterator
+import sys
+from typing import Any, Iterable, Iterator, Sequence
 
+from steptool_jax.data.errors import DataError, describe
+from steptool_jax.data.files import keep_valid, read_utf8_text
 from steptool_jax.data.records import StepGrainedRow
 
+COLUMNS = ("prompt", "response", "reward")
+_EXPECTED_FILE = "a step-grained TSV with the header prompt<TAB>response<TAB>reward"
 
-def read_step_grained_tsv(path: str | os.PathLike[str], *, skip_invalid: bool = False) -> list[StepGrainedRow]:
-  """Reads every row; raises DataError on the first bad row unless `skip_invalid`."""
-  raise NotImplementedError
+# Cells of long trajectories exceed csv's default 128 KiB field limit.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+def iter_step_grained_tsv(path: str | os.PathLike[str]) -> Iterator[StepGrainedRow | DataError]:
+  """Each data row parsed, or the `DataError` saying why it is bad (row numbers are
+  1-based data rows; the header is not counted).
+
+  Raises:
+    DataError: for problems with the file itself (encoding, empty, header, csv syntax).
+  """
+  text = read_utf8_text(path, expected=_EXPECTED_FILE)
+  reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
+  try:
+    header = next(reader)
+  except csv.Error as e:
+    raise DataError(path, None, "header", f"expected {_EXPECTED_FILE}, found csv error: {e}") from None
+  columns = _column_positions(path, header)
+  row_number = 0
+  while True:
+    try:
+      cells = next(reader)
+    except StopIteration:
+      return
+    except csv.Error as e:
+      # The csv reader cannot resynchronise after a syntax error, so this ends the file.
+      raise DataError(path, row_number + 1, "row", f"expected csv-quoted tab-separated cells, found: {e}") from None
+    if not cells:  # blank line
+      continue
+    row_number += 1
+    if len(cells) != len(header):
+      yield DataError(path, row_number, "row",
+                      f"expected {len(header)} tab-separated cells like the header, found {len(cells)}")
+      continue
+    try:
+      yield parse_row(path, row_number, {name: cells[i] for name, i in columns.items()})
+    except DataError as e:
+      yield e
+
+
+def read_step_grained_tsv(path: str | os.PathLike[str], *, skip_invalid: bool = False,
+                          errors: list[DataError] | None = None) -> list[StepGrainedRow]:
+  """Reads every row; raises DataError on the first bad row unless `skip_invalid`
+  (then bad rows are appended to `errors` when it is given)."""
+  return keep_valid(iter_step_grained_tsv(path), skip_invalid=skip_invalid, errors=errors)
 
 
 def write_step_grained_tsv(path: str | os.PathLike[str], rows: Iterable[StepGrainedRow]) -> int:
-  """Writes rows in the original format (readable by `read_step_grained_tsv`); returns the count."""
-  raise NotImplementedError
+  """Writes rows in the original format (readable by `read_step_grained_tsv`); returns the count.
+
+  Raises:
+    ValueError: for a row the reader would reject (so bad data never reaches disk).
+  """
+  count = 0
+  with open(path, "w", encoding="utf-8", newline="") as f:
+    writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+      problem = check_steps(row.prompts, row.responses, row.rewards)
+      if problem is not None:
+        field, message = problem
+        raise ValueError(f"row {count + 1}: {field}: {message}")
+      writer.writerow(format_row(row))
+      count += 1
+  return count
+
+
+def format_row(row: StepGrainedRow) -> tuple[str, str, str]:
+  """The three cells of a row: Python-literal lists, as in the original files."""
+  return repr(list(row.prompts)), repr(list(row.responses)), repr([float(r) for r in row.rewards])
+
+
+def parse_row(path: str | os.PathLike[str], row: int, cells: dict[str, str]) -> StepGrainedRow:
+  """One row from its `prompt`, `response` and `reward` cells."""
+  prompts = _parse_list(path, row, "prompt", cells["prompt"])
+  responses = _parse_list(path, row, "response", cells["response"])
+  rewards = _parse_list(path, row, "reward", cells["reward"])
+  for field, values in (("prompt", prompts), ("response", responses)):
+    for i, value in enumerate(values):
+      if not isinstance(value, str):
+        raise DataError(path, row, f"{field}[{i}]", f"expected a string, found {describe(value)}")
+  for i, value in enumerate(rewards):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise DataError(path, row, f"reward[{i}]", f"expected a number, found {describe(value)}")
+  problem = check_steps(prompts, responses, rewards)
+  if problem is not None:
+    raise DataError(path, row, *problem)
+  return StepGrainedRow(tuple(prompts), tuple(responses), tuple(float(r) for r in rewards))
+
+
+def check_steps(prompts: Sequence[str], responses: Sequence[str], rewards: Sequence[float]
+                ) -> tuple[str, str] | None:
+  """(field, message) for the first rule a row breaks, or None when it is well formed."""
+  lengths = {"prompt": len(prompts), "response": len(responses), "reward": len(rewards)}
+  for field, length in lengths.items():
+    if length == 0:
+      return field, "expected a non-empty list (one entry per step), found []"
+  if len(set(lengths.values())) > 1:
+    if lengths["prompt"] == lengths["response"]:
+      odd = "reward"
+    elif lengths["response"] == lengths["reward"]:
+      odd = "prompt"
+    else:
+      odd = "response"
+    return odd, ("expected prompt, response and reward lists of equal length (one entry per step),"
+                 f" found {lengths['prompt']}, {lengths['response']}, {lengths['reward']}")
+  for i, response in enumerate(responses):
+    if not response.strip():
+      return f"response[{i}]", f"expected a non-empty action, found {describe(response)}"
+  for i, reward in enumerate(rewards):
+    if not math.isfinite(reward):
+      return f"reward[{i}]", f"expected a finite number, found {reward!r}"
+  return None
+
+
+def _column_positions(path: str | os.PathLike[str], header: list[str]) -> dict[str, int]:
+  names = [name.strip() for name in header]
+  if len(names) == 1 and any(sep in names[0] for sep in (",", ";", "|")):
+    raise DataError(path, None, "header",
+                    f"expected tab-separated columns {', '.join(COLUMNS)}, found a single column"
+                    f" {describe(header[0])} (is the delimiter a tab?)")
+  positions = {}
+  for column in COLUMNS:
+    if column not in names:
+      raise DataError(path, None, column,
+                      f"expected a column named {column!r} in the header, found columns {names}")
+    positions[column] = names.index(column)
+  return positions
+
+
+def _parse_list(path: str | os.PathLike[str], row: int, field: str, cell: str) -> list[Any]:
+  text = cell.strip()
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+    try:
+      value = json.loads(text)
+    except (ValueError, RecursionError):
+      raise DataError(path, row, field,
+                      f"expected a Python-literal list, found unparseable text {describe(cell)}") from None
+  if not isinstance(value, list):
+    raise DataError(path, row, field, f"expected a Python-literal list, found {describe(value)}")
+  return value

@@ -1,0 +1,113 @@
+"""Export a trained policy as a Hugging Face directory that inference servers load.
+
+    python -m steptool_jax.export --checkpoint=WORKDIR/checkpoints/1000/state \
+        --base_model=/ckpt/ToolLLaMA-2-7b-v2 --output=/export/steptool-toolllama
+
+`--checkpoint` is either
+  * an Orbax checkpoint item (a directory `orbax.checkpoint.StandardCheckpointer` reads)
+    whose tree holds the policy variables `{"params"?, "lora"?, "value_head"?}` at
+    `--params_key` (a dotted path, default `params`). When `params` is absent (LoRA runs
+    may save only what they train) the base weights come from `--base_model`; or
+  * a Hugging Face directory (with `config.json`), e.g. to re-export in another dtype.
+
+LoRA adapters are merged into the base weights (scale `--lora_alpha / rank`, the rank read
+from the adapter shapes). The output holds config.json, safetensors shards (+ index), the
+tokenizer and generation-config files of `--base_model` (or of an HF `--checkpoint`), and
+`value_head.safetensors` when the checkpoint has a value head.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from steptool_jax.models import hf_io
+from steptool_jax.models.config import LoraConfig
+from steptool_jax.models.lora import LORA_COLLECTION
+from steptool_jax.models.policy import Policy
+from steptool_jax.models.pretrained import load_pretrained, save_pretrained
+
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Orbax checkpoint item or HF directory.", required=True)
+_OUTPUT = flags.DEFINE_string("output", None, "Directory to write the HF checkpoint to.", required=True)
+_BASE_MODEL = flags.DEFINE_string("base_model", None, "HF directory: config, tokenizer, and base weights "
+                                  "when the checkpoint holds only adapters.")
+_PARAMS_KEY = flags.DEFINE_string("params_key", "params", "Dotted path of the policy variables in the Orbax tree.")
+_LORA_ALPHA = flags.DEFINE_float("lora_alpha", 16.0, "LoRA alpha the adapters were trained with.")
+_DTYPE = flags.DEFINE_string("dtype", "bfloat16", "dtype of the written weights.")
+_MAX_SHARD_GB = flags.DEFINE_float("max_shard_gb", 5.0, "Largest safetensors file, in GiB.")
+
+
+def restore_orbax_tree(path: str | pathlib.Path) -> Any:
+  """The saved tree, every array restored onto the first CPU device (whatever mesh saved it)."""
+  import orbax.checkpoint as ocp  # noqa: PLC0415 (only this entry point needs it)
+
+  checkpointer = ocp.StandardCheckpointer()
+  metadata = checkpointer.metadata(path).item_metadata.tree
+  cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+
+  def abstract(leaf: Any) -> Any:
+    if hasattr(leaf, "shape") and leaf.shape is not None and getattr(leaf, "dtype", None) is not None:
+      if isinstance(leaf, ocp.metadata.ArrayMetadata):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=cpu)
+      return np.zeros(leaf.shape, leaf.dtype)
+    return leaf
+
+  target = jax.tree_util.tree_map(abstract, metadata, is_leaf=lambda x: not isinstance(x, (dict, list, tuple)))
+  return checkpointer.restore(path, target)
+
+
+def select(tree: Any, dotted: str) -> Any:
+  node = tree
+  for key in filter(None, dotted.split(".")):
+    if not isinstance(node, dict) or key not in node:
+      raise ValueError(f"--params_key: no {key!r} in the checkpoint tree (have {sorted(node) if isinstance(node, dict) else type(node).__name__})")
+    node = node[key]
+  return node
+
+
+def lora_rank(adapters: Any) -> int:
+  """The rank of saved adapters: the last axis of any `a` factor."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(adapters):
+    if getattr(path[-1], "key", None) == "a":
+      return int(leaf.shape[-1])
+  raise ValueError("lora: no adapter factor `a` found in the checkpoint")
+
+
+def policy_from_checkpoint(checkpoint: str, base_model: str | None, params_key: str,
+                           lora_alpha: float) -> tuple[Policy, str | None]:
+  """The policy a checkpoint describes, and the directory to copy tokenizer files from."""
+  if (pathlib.Path(checkpoint) / "config.json").is_file():
+    return load_pretrained(checkpoint), checkpoint
+  if base_model is None:
+    raise ValueError("--base_model: required with an Orbax checkpoint (for config.json and the tokenizer)")
+  variables = select(restore_orbax_tree(checkpoint), params_key)
+  adapters = variables.get(LORA_COLLECTION)
+  lora = None if not adapters else LoraConfig(rank=lora_rank(adapters), alpha=lora_alpha)
+  base = load_pretrained(base_model, with_value_head=False)
+  merged_vars = dict(base.variables)
+  if variables.get("params") is not None:
+    merged_vars["params"] = variables["params"]
+  if lora is not None:
+    merged_vars[LORA_COLLECTION] = adapters
+  if variables.get("value_head") is not None:
+    merged_vars["value_head"] = variables["value_head"]
+  return Policy(config=base.config, variables=merged_vars, lora=lora), base_model
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  policy, tokenizer_dir = policy_from_checkpoint(_CHECKPOINT.value, _BASE_MODEL.value, _PARAMS_KEY.value,
+                                                 _LORA_ALPHA.value)
+  out = save_pretrained(policy, _OUTPUT.value, dtype=_DTYPE.value,
+                        max_shard_bytes=int(_MAX_SHARD_GB.value * 2**30))
+  copied = hf_io.copy_tokenizer_files(tokenizer_dir, out) if tokenizer_dir else []
+  logging.info("exported %s (%s, %d params) to %s; tokenizer files: %s", _CHECKPOINT.value,
+               _DTYPE.value, policy.config.num_params(), out, copied or "none")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,78 @@
+"""Tiny random Hugging Face models saved to disk once per session (parity tests need torch)."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import pytest
+
+VOCAB = 128
+
+
+@dataclasses.dataclass
+class HFModel:
+  name: str
+  model: object  # the torch model, eval mode, float32
+  path: pathlib.Path  # its save_pretrained directory
+
+
+def _hf_config(kind: str):
+  import transformers  # noqa: PLC0415
+
+  common = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, initializer_range=0.1,
+                bos_token_id=1, eos_token_id=2, pad_token_id=0, max_position_embeddings=256)
+  if kind == "llama_linear":  # ToolLLaMA-like: linear RoPE x2, untied, GQA
+    return transformers.LlamaConfig(
+        rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0},
+        tie_word_embeddings=False, rms_norm_eps=1e-5, **common)
+  if kind == "llama3_tied":  # Llama-3.2-like: llama3 RoPE (band edges inside the tiny head_dim), tied
+    return transformers.LlamaConfig(
+        rope_parameters={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 32,
+                         "rope_theta": 500000.0},
+        tie_word_embeddings=True, **common)
+  if kind == "qwen2":  # q/k/v bias, GQA, untied
+    return transformers.Qwen2Config(rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+                                    tie_word_embeddings=False, **common)
+  raise ValueError(kind)
+
+
+def build_hf_model(kind: str, directory: pathlib.Path) -> HFModel:
+  torch = pytest.importorskip("torch")
+  import transformers  # noqa: PLC0415
+
+  torch.manual_seed(sum(map(ord, kind)))
+  config = _hf_config(kind)
+  model = (transformers.Qwen2ForCausalLM if kind == "qwen2" else transformers.LlamaForCausalLM)(config)
+  with torch.no_grad():  # norms and biases start at 1 / 0: perturb them so a mix-up would show
+    for name, param in model.named_parameters():
+      if "norm" in name or "bias" in name:
+        param.add_(0.2 * torch.randn_like(param))
+  model.eval()
+  model.save_pretrained(directory)
+  return HFModel(kind, model, directory)
+
+
+@pytest.fixture(scope="session")
+def hf_store(tmp_path_factory):
+  """`get(kind)`: the tiny HF model of that kind, built and saved once per session."""
+  built: dict[str, HFModel] = {}
+
+  def get(kind: str) -> HFModel:
+    if kind not in built:
+      built[kind] = build_hf_model(kind, tmp_path_factory.mktemp(kind))
+    return built[kind]
+
+  return get
+
+
+@pytest.fixture(scope="session", params=["llama_linear", "llama3_tied", "qwen2"])
+def hf_model(request, hf_store) -> HFModel:
+  return hf_store(request.param)
+
+
+@pytest.fixture(scope="session")
+def hf_llama(hf_store) -> HFModel:
+  return hf_store("llama_linear")
