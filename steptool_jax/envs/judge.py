@@ -19,6 +19,7 @@ from steptool_jax.data.records import AnswerStatus, Trajectory
 from steptool_jax.envs.tables import normalize_name
 from steptool_jax.envs.tasks import Task
 from steptool_jax.rewards import rules
+from steptool_jax.rewards.is_solved import IsSolvedSource
 
 # A number: digits with optional thousands separators and decimals, not glued to a word
 # (so the 317 in the flight number AZ317 is not read as a number).
@@ -62,6 +63,18 @@ def answer_status(task: Task, trajectory: Trajectory) -> AnswerStatus:
   if present == len(task.gold_facts):
     return AnswerStatus.SOLVED
   return AnswerStatus.UNSURE if present else AnswerStatus.UNSOLVED
+
+
+def is_solved_source(tasks: Iterable[Task]) -> IsSolvedSource:
+  """The gold-fact verdict as a pluggable IsSolved source of the rule annotator (looked up
+  by the trajectory's query id, which is the task id)."""
+  by_id = {task.task_id: task for task in tasks}
+
+  def source(trajectory: Trajectory) -> AnswerStatus:
+    if trajectory.query_id not in by_id:
+      raise KeyError(f"no task with id {trajectory.query_id!r}")
+    return answer_status(by_id[trajectory.query_id], trajectory)
+  return source
 
 
 def tool_recall(task: Task, trajectory: Trajectory) -> float:

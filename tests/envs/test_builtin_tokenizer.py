@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from steptool_jax.data import render
 from steptool_jax.data.sft import read_sft_conversations
+from steptool_jax.data.tokenize import tokenize_row
 from steptool_jax.data.tsv import read_step_grained_tsv
 from steptool_jax.envs import builtin_tokenizer as bt
 from steptool_jax.envs.generate import GenerateConfig, generate
@@ -57,6 +58,19 @@ def test_every_generated_text_round_trips_and_prompts_end_in_the_assistant_marke
       text = json.dumps(json.loads(line), ensure_ascii=False)
       assert tokenizer.decode(_encode(tokenizer, text)) == text
   assert count > 100
+
+
+def test_works_with_the_foundation_tokenisation(tokenizer, generated):
+  """BOS at position 0, and the tokens of step s are exactly action s followed by EOS."""
+  rows = read_step_grained_tsv(generated / "step_grained" / "train.tsv")[:20]
+  for row in rows:
+    example = tokenize_row(row, tokenizer, max_context_len=4096, max_response_len=512, add_bos=True,
+                           eos_after_actions=True)
+    assert example.input_ids[0] == tokenizer.bos_token_id and example.steps_dropped == 0
+    for step, response in enumerate(row.responses):
+      ids = example.input_ids[example.step_ids == step]
+      assert tokenizer.decode(ids) == response + "</s>"
+    assert example.action_mask.sum() == (example.step_ids >= 0).sum()
 
 
 @settings(max_examples=100, deadline=None)

@@ -56,6 +56,14 @@ def test_answer_status():
   assert judge.answer_status(task, _trajectory(None)) is AnswerStatus.UNSOLVED
 
 
+def test_is_solved_source_plugs_the_gold_facts_into_the_annotator():
+  source = judge.is_solved_source([_task()])
+  assert source(_trajectory("LH3452 costs 128.74 EUR")) is AnswerStatus.SOLVED
+  assert source(_trajectory("LH3452")) is AnswerStatus.UNSURE
+  with pytest.raises(KeyError):
+    source(Trajectory(query_id="other", query="q", tools=(), calls=(), finish=None))
+
+
 def test_tool_recall_counts_relevant_tools_called():
   task = _task()
   calls = [ToolCall("search_flights_for_flight_search", "{}", '{"error": "x", "response": ""}'),
