@@ -1,0 +1,222 @@
+"""One PPO iteration on a step-grained batch, as one pure function to jit.
+
+    update(state, batch, rng) -> (state, metrics)
+
+1. Rollout statistics with the current policy, in minibatch-sized chunks: old log-probs and
+   values (one forward), reference log-probs (a second forward: LoRA switched off, or the
+   frozen reference copy when training without LoRA).
+2. Token rewards: step rewards placed on the last action token of each step (granularity
+   and weighting from the config) minus `kl_coef * KL` on action tokens; GAE (step or token
+   mode); optional whitening of the advantages over the batch's action tokens.
+3. `epochs` passes over the batch, each a fresh random split into optimizer steps of
+   `grad_accum_steps` micro-batches of `minibatch_size` rows. Gradients are summed over the
+   micro-batches with a `lax.scan` and averaged over those the ratio guard kept; an
+   optimizer step whose every micro-batch was skipped leaves the trainable variables and
+   the optimizer state exactly as they were.
+4. The KL controller sees the batch's mean sequence KL (over real rows, not padding rows).
+
+Every per-token statistic is a masked mean, so the empty rows that pad a short last batch
+contribute nothing and cannot make a NaN. The math lives in `steptool_jax.rl` and
+`steptool_jax.rewards.placement`; this module only wires it (docs/rl.md, section 6).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from steptool_jax.models.config import LoraConfig, ModelConfig
+from steptool_jax.models.llama import CausalLM
+from steptool_jax.models.policy import score_tokens
+from steptool_jax.models.value_head import ValueHead
+from steptool_jax.rewards.placement import token_rewards
+from steptool_jax.rl.gae import compute_gae
+from steptool_jax.rl.kl import kl_penalty
+from steptool_jax.rl.kl_controller import update_kl_controller
+from steptool_jax.rl.masked import explained_variance, masked_mean, masked_var, masked_whiten
+from steptool_jax.rl.ppo import ppo_loss
+from steptool_jax.trainer.state import TrainState, split_trainable
+from steptool_jax.trainer.update_utils import all_finite, constrain_rows, rows_in_batch, strided_merge, strided_split
+
+Batch = Mapping[str, jax.Array]
+UpdateFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
+
+# config.reward.granularity -> the placement weighting of steptool_jax.rewards.placement.
+_GRANULARITY_WEIGHTING = {"final": "final_only", "summed": "summed"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOSettings:
+  """The static numbers of the update (hashable, so the jitted function can be cached)."""
+
+  epochs: int = 4
+  minibatch_size: int = 2
+  grad_accum_steps: int = 4
+  gamma: float = 0.99
+  lam: float = 0.95
+  gae_mode: str = "step"
+  whiten_advantages: bool = True
+  clip_eps: float = 0.2
+  value_clip: float = 0.2
+  vf_coef: float = 0.1
+  entropy_coef: float = 0.0
+  ratio_threshold: float = 10.0
+  weighting: str = "paper"  # placement weighting (paper | original_code | final_only | summed)
+  kl_penalty: str = "kl"
+  logits_chunk: int = 512
+  value_head_dropout: float = 0.0
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> PPOSettings:
+    ppo, reward = config.ppo, config.reward
+    return cls(
+        epochs=ppo.epochs, minibatch_size=config.batch.minibatch_size,
+        grad_accum_steps=config.batch.grad_accum_steps, gamma=ppo.gamma, lam=ppo.lam, gae_mode=ppo.gae_mode,
+        whiten_advantages=ppo.whiten_advantages, clip_eps=ppo.clip_eps, value_clip=ppo.value_clip,
+        vf_coef=ppo.vf_coef, entropy_coef=ppo.entropy_coef, ratio_threshold=ppo.ratio_threshold,
+        weighting=_GRANULARITY_WEIGHTING.get(reward.granularity, reward.weighting), kl_penalty=reward.kl_penalty,
+        logits_chunk=config.model.logits_chunk, value_head_dropout=config.model.value_head_dropout)
+
+
+def micro_batch_rows(rng: jax.Array, num_rows: int, minibatch_size: int, grad_accum_steps: int) -> jax.Array:
+  """`[optimizer steps, grad_accum_steps, minibatch_size]` row indices: a random split of the batch."""
+  return jax.random.permutation(rng, num_rows).reshape(-1, grad_accum_steps, minibatch_size)
+
+
+def _in_chunks(fn: Callable[..., Any], minibatch_size: int, *arrays: jax.Array) -> Any:
+  """`fn` over chunks of `minibatch_size` rows (one at a time), results back in row order."""
+  parts = arrays[0].shape[0] // minibatch_size
+  return jax.tree.map(strided_merge, jax.lax.map(lambda xs: fn(*xs), tuple(strided_split(x, parts) for x in arrays)))
+
+
+def reward_per_step(step_rewards: jax.Array, num_steps: jax.Array) -> jax.Array:
+  """`[S]`: mean reward of step position s over the rows that have an s-th step."""
+  present = jnp.arange(step_rewards.shape[-1]) < num_steps[:, None]
+  return jnp.sum(jnp.where(present, step_rewards, 0), axis=0) / jnp.maximum(jnp.sum(present, axis=0), 1)
+
+
+def make_ppo_update(model_config: ModelConfig, lora: LoraConfig | None, settings: PPOSettings,
+                    optimizer: optax.GradientTransformation, trainable_keys: tuple[str, ...]) -> UpdateFn:
+  """The pure update function (jit it with donated state and the state's shardings)."""
+  stats_model = CausalLM(model_config, lora, deterministic=True)
+  dropout = (lora is not None and lora.dropout > 0) or settings.value_head_dropout > 0
+  train_model = CausalLM(model_config, lora, deterministic=not dropout)
+  train_head = ValueHead(settings.value_head_dropout, deterministic=not dropout)
+  with_entropy = settings.entropy_coef > 0
+  s = settings
+
+  def rollout_statistics(state: TrainState, ids: jax.Array, attention: jax.Array):
+    def chunk(ids, attention):
+      policy = score_tokens(stats_model, state.policy, ids, attention, use_lora=True, with_values=True,
+                            chunk_size=s.logits_chunk)
+      if state.reference is None:  # LoRA: the reference is the base model, adapters off
+        reference = score_tokens(stats_model, state.policy, ids, attention, use_lora=False, with_values=False,
+                                 chunk_size=s.logits_chunk)
+      else:
+        reference = score_tokens(stats_model, {"params": state.reference}, ids, attention, use_lora=False,
+                                 with_values=False, chunk_size=s.logits_chunk)
+      return policy.logp, policy.values, reference.logp
+    return _in_chunks(chunk, s.minibatch_size, ids, attention)
+
+  def loss_fn(trainable, frozen, micro: Mapping[str, jax.Array], rng: jax.Array):
+    micro = {k: constrain_rows(v) for k, v in micro.items()}
+    scores = score_tokens(train_model, {**frozen, **trainable}, micro["input_ids"], micro["attention_mask"],
+                          use_lora=True, with_entropy=with_entropy, with_values=True, value_head=train_head,
+                          rngs={"dropout": rng} if dropout else None, chunk_size=s.logits_chunk)
+    return ppo_loss(scores.logp, micro["old_logp"], scores.values, micro["old_values"], micro["advantages"],
+                    micro["returns"], micro["action_mask"], clip_eps=s.clip_eps, value_clip=s.value_clip,
+                    vf_coef=s.vf_coef, entropy=scores.entropy, entropy_coef=s.entropy_coef,
+                    ratio_threshold=s.ratio_threshold)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def optimizer_step(carry, xs):
+    trainable, opt_state, frozen = carry
+    micro_batches, rngs = xs
+
+    def accumulate(acc, micro_xs):
+      grads_sum, kept = acc
+      micro, rng = micro_xs
+      (_, metrics), grads = grad_fn(trainable, frozen, micro, rng)
+      keep = metrics["skipped"] == 0
+      # where, not a product: a skipped micro-batch may hold non-finite gradients.
+      grads_sum = jax.tree.map(lambda a, g: a + jnp.where(keep, g, 0).astype(a.dtype), grads_sum, grads)
+      return (grads_sum, kept + keep.astype(jnp.float32)), metrics
+
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), trainable)
+    (grads_sum, kept), metrics = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)), (micro_batches, rngs))
+    grads = jax.tree.map(lambda g: g / jnp.maximum(kept, 1.0), grads_sum)
+    grad_norm = optax.tree.norm(grads)
+    updates, new_opt_state = optimizer.update(grads, opt_state, trainable)
+    new_trainable = optax.apply_updates(trainable, updates)
+    moved = kept > 0
+    trainable, opt_state = jax.tree.map(lambda new, old: jnp.where(moved, new, old),
+                                        (new_trainable, new_opt_state), (trainable, opt_state))
+    metrics = jax.tree.map(jnp.mean, metrics)
+    metrics["grad_norm"] = grad_norm
+    metrics["optimizer_step_skipped"] = 1.0 - moved.astype(jnp.float32)
+    return (trainable, opt_state, frozen), metrics
+
+  def update(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    ids, attention, action = batch["input_ids"], batch["attention_mask"], batch["action_mask"]
+    num_rows = ids.shape[0]
+
+    old_logp, old_values, ref_logp = rollout_statistics(state, ids, attention)
+    kl = kl_penalty(old_logp, ref_logp, s.kl_penalty)
+    rewards = token_rewards(batch["step_rewards"], batch["step_ids"], action, kl, kl_coef=state.kl.value,
+                            weighting=s.weighting, num_steps=batch["num_steps"])
+    advantages, returns = compute_gae(rewards, old_values, action, gamma=s.gamma, lam=s.lam, mode=s.gae_mode)
+    used_advantages = masked_whiten(advantages, action) if s.whiten_advantages else advantages
+
+    per_token = {"input_ids": ids, "attention_mask": attention, "action_mask": action, "old_logp": old_logp,
+                 "old_values": old_values, "advantages": used_advantages, "returns": returns}
+    shuffle_rng, dropout_rng = jax.random.split(rng)
+    steps_per_epoch = num_rows // (s.minibatch_size * s.grad_accum_steps)
+
+    def epoch(carry, epoch_rngs):
+      order_rng, epoch_dropout_rng = epoch_rngs
+      rows = micro_batch_rows(order_rng, num_rows, s.minibatch_size, s.grad_accum_steps)
+      micro_batches = {k: jnp.take(v, rows, axis=0) for k, v in per_token.items()}
+      rngs = jax.random.split(epoch_dropout_rng, steps_per_epoch * s.grad_accum_steps).reshape(
+          steps_per_epoch, s.grad_accum_steps)
+      return jax.lax.scan(optimizer_step, carry, (micro_batches, rngs))
+
+    trainable, frozen = split_trainable(state.policy, trainable_keys)
+    epoch_rngs = (jax.random.split(shuffle_rng, s.epochs), jax.random.split(dropout_rng, s.epochs))
+    (trainable, opt_state, _), per_step = jax.lax.scan(epoch, (trainable, state.opt_state, frozen), epoch_rngs)
+
+    real_rows = rows_in_batch(attention)
+    row_kl = jnp.sum(jnp.where(action > 0, kl, 0), axis=-1)
+    sequence_kl = jnp.sum(row_kl) / jnp.maximum(real_rows, 1.0)
+    new_kl = update_kl_controller(state.kl, sequence_kl, real_rows)
+    new_state = state.replace(step=state.step + 1, policy={**frozen, **trainable}, opt_state=opt_state, kl=new_kl)
+
+    metrics = {k: jnp.mean(v) for k, v in per_step.items()}
+    metrics["policy_loss_first_epoch"] = jnp.mean(per_step["policy_loss"][0])
+    metrics["policy_loss_last_epoch"] = jnp.mean(per_step["policy_loss"][-1])
+    placed = token_rewards(batch["step_rewards"], batch["step_ids"], action, kl, kl_coef=0.0, weighting=s.weighting,
+                           num_steps=batch["num_steps"])
+    metrics.update({
+        "kl": sequence_kl,
+        "kl_coef": state.kl.value,
+        "reward/score": jnp.sum(placed) / jnp.maximum(real_rows, 1.0),
+        "reward/per_step": reward_per_step(batch["step_rewards"], batch["num_steps"]),
+        "advantages/mean": masked_mean(advantages, action),
+        "advantages/std": jnp.sqrt(masked_var(advantages, action)),
+        "returns/mean": masked_mean(returns, action),
+        "values/mean": masked_mean(old_values, action),
+        "values/explained_variance": explained_variance(old_values, returns, action),
+        "rows": real_rows,
+        "tokens": jnp.sum(attention).astype(jnp.float32),
+        "action_tokens": jnp.sum(action).astype(jnp.float32),
+    })
+    metrics["nonfinite"] = 1.0 - (all_finite(trainable) & jnp.isfinite(metrics["loss"])
+                                  & jnp.isfinite(metrics["grad_norm"])).astype(jnp.float32)
+    return new_state, metrics
+
+  return update
