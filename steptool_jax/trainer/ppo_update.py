@@ -23,6 +23,7 @@ contribute nothing and cannot make a NaN. The math lives in `steptool_jax.rl` an
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Mapping
 
 import jax
@@ -34,7 +35,7 @@ from steptool_jax.models.config import LoraConfig, ModelConfig
 from steptool_jax.models.llama import CausalLM
 from steptool_jax.models.policy import score_tokens
 from steptool_jax.models.value_head import ValueHead
-from steptool_jax.rewards.placement import token_rewards
+from steptool_jax.rewards.placement import place_step_rewards, token_rewards
 from steptool_jax.rl.gae import compute_gae
 from steptool_jax.rl.kl import kl_penalty
 from steptool_jax.rl.kl_controller import update_kl_controller
@@ -135,9 +136,11 @@ def make_ppo_update(model_config: ModelConfig, lora: LoraConfig | None, settings
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def optimizer_step(carry, xs):
-    trainable, opt_state, frozen = carry
-    micro_batches, rngs = xs
+  def optimizer_step(carry, xs, *, per_token, frozen):
+    """One optimizer step: gradients accumulated over `grad_accum_steps` micro-batches."""
+    trainable, opt_state = carry
+    step_rows, rngs = xs
+    micro_batches = {k: jnp.take(v, step_rows, axis=0) for k, v in per_token.items()}  # [accum, mb, ...]
 
     def accumulate(acc, micro_xs):
       grads_sum, kept = acc
@@ -151,16 +154,15 @@ def make_ppo_update(model_config: ModelConfig, lora: LoraConfig | None, settings
     zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), trainable)
     (grads_sum, kept), metrics = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)), (micro_batches, rngs))
     grads = jax.tree.map(lambda g: g / jnp.maximum(kept, 1.0), grads_sum)
-    grad_norm = optax.tree.norm(grads)
     updates, new_opt_state = optimizer.update(grads, opt_state, trainable)
     new_trainable = optax.apply_updates(trainable, updates)
     moved = kept > 0
     trainable, opt_state = jax.tree.map(lambda new, old: jnp.where(moved, new, old),
                                         (new_trainable, new_opt_state), (trainable, opt_state))
     metrics = jax.tree.map(jnp.mean, metrics)
-    metrics["grad_norm"] = grad_norm
+    metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["optimizer_step_skipped"] = 1.0 - moved.astype(jnp.float32)
-    return (trainable, opt_state, frozen), metrics
+    return (trainable, opt_state), metrics
 
   def update(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
     ids, attention, action = batch["input_ids"], batch["attention_mask"], batch["action_mask"]
@@ -173,22 +175,20 @@ def make_ppo_update(model_config: ModelConfig, lora: LoraConfig | None, settings
     advantages, returns = compute_gae(rewards, old_values, action, gamma=s.gamma, lam=s.lam, mode=s.gae_mode)
     used_advantages = masked_whiten(advantages, action) if s.whiten_advantages else advantages
 
+    # Every epoch is a fresh random split of the batch; all epochs' optimizer steps run in
+    # one scan, each gathering its micro-batches by row index.
     per_token = {"input_ids": ids, "attention_mask": attention, "action_mask": action, "old_logp": old_logp,
                  "old_values": old_values, "advantages": used_advantages, "returns": returns}
     shuffle_rng, dropout_rng = jax.random.split(rng)
-    steps_per_epoch = num_rows // (s.minibatch_size * s.grad_accum_steps)
-
-    def epoch(carry, epoch_rngs):
-      order_rng, epoch_dropout_rng = epoch_rngs
-      rows = micro_batch_rows(order_rng, num_rows, s.minibatch_size, s.grad_accum_steps)
-      micro_batches = {k: jnp.take(v, rows, axis=0) for k, v in per_token.items()}
-      rngs = jax.random.split(epoch_dropout_rng, steps_per_epoch * s.grad_accum_steps).reshape(
-          steps_per_epoch, s.grad_accum_steps)
-      return jax.lax.scan(optimizer_step, carry, (micro_batches, rngs))
-
+    rows = jax.vmap(lambda key: micro_batch_rows(key, num_rows, s.minibatch_size, s.grad_accum_steps))(
+        jax.random.split(shuffle_rng, s.epochs))
+    steps_per_epoch = rows.shape[1]
+    rows = rows.reshape((-1,) + rows.shape[2:])  # [epochs x steps, accumulation, minibatch]
+    dropout_rngs = jax.random.split(dropout_rng, rows.shape[0] * s.grad_accum_steps).reshape(rows.shape[:2])
     trainable, frozen = split_trainable(state.policy, trainable_keys)
-    epoch_rngs = (jax.random.split(shuffle_rng, s.epochs), jax.random.split(dropout_rng, s.epochs))
-    (trainable, opt_state, _), per_step = jax.lax.scan(epoch, (trainable, state.opt_state, frozen), epoch_rngs)
+    step_fn = functools.partial(optimizer_step, per_token=per_token, frozen=frozen)
+    (trainable, opt_state), per_step = jax.lax.scan(step_fn, (trainable, state.opt_state), (rows, dropout_rngs))
+    per_step = jax.tree.map(lambda x: x.reshape(s.epochs, steps_per_epoch), per_step)
 
     real_rows = rows_in_batch(attention)
     row_kl = jnp.sum(jnp.where(action > 0, kl, 0), axis=-1)
@@ -199,8 +199,7 @@ def make_ppo_update(model_config: ModelConfig, lora: LoraConfig | None, settings
     metrics = {k: jnp.mean(v) for k, v in per_step.items()}
     metrics["policy_loss_first_epoch"] = jnp.mean(per_step["policy_loss"][0])
     metrics["policy_loss_last_epoch"] = jnp.mean(per_step["policy_loss"][-1])
-    placed = token_rewards(batch["step_rewards"], batch["step_ids"], action, kl, kl_coef=0.0, weighting=s.weighting,
-                           num_steps=batch["num_steps"])
+    placed = place_step_rewards(batch["step_rewards"], batch["step_ids"], s.weighting, num_steps=batch["num_steps"])
     metrics.update({
         "kl": sequence_kl,
         "kl_coef": state.kl.value,

@@ -1,8 +1,9 @@
 """One PPO update against a step-by-step recomputation outside the jitted loop.
 
-The recomputation uses only the model's forward (`Policy.score`, tested against Hugging
-Face elsewhere), plain Python loops for reward placement and step-mode GAE, numpy for
-whitening, a hand-written clipped loss with `jax.grad`, and SGD written out. The batch
+The recomputation uses only the model's layers (`CausalLM`, tested against Hugging Face
+elsewhere) with log-probs and values taken from full logits and aligned by hand, plain
+Python loops for reward placement and step-mode GAE, numpy for whitening, a hand-written
+clipped loss with `jax.grad`, and SGD written out. The batch
 (`ppo_setup`) makes each of the two PPO epochs one optimizer step on the whole-batch
 loss, so the second epoch (ratios no longer 1, clipping active) is checked too.
 """
@@ -15,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from steptool_jax.models import Policy
+from steptool_jax.models import CausalLM
 from tests.models.tiny_models import LORA, TINY, lora_policy, tiny_policy
 from tests.trainer.fixtures import compile_cache  # noqa: F401 (fixture)
 from tests.trainer.ppo_setup import (CLIP, GAMMA, KL_COEF, LAM, LR, REFERENCE_SHIFT, SETTINGS, VALUE_CLIP, VF_COEF,
@@ -54,17 +55,35 @@ def whiten(x, mask):
   return np.where(mask > 0, (x - on.mean()) / np.sqrt(on.var(ddof=1) + 1e-8), 0.0)
 
 
-def hand_loss(trainable, batch, old_logp, old_values, advantages, returns):
+def hand_scores(variables, batch):
+  """Log-probs and values from full logits, aligned by hand: position t holds
+  log p(token t | tokens < t) and the value head on the hidden state at t - 1."""
+  model = CausalLM(TINY)
+  hidden, _ = model.apply({"params": variables["params"]}, batch["input_ids"], batch["attention_mask"],
+                          method=CausalLM.hidden_states)
+  logits = model.apply({"params": variables["params"]}, hidden, method=CausalLM.logits)
+  log_probs = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+  taken = jnp.take_along_axis(log_probs, batch["input_ids"][:, 1:, None], axis=-1)[..., 0]
+  head = variables["value_head"]
+  values = hidden[:, :-1].astype(jnp.float32) @ head["kernel"] + head["bias"]
+  pad = lambda x: jnp.pad(x, ((0, 0), (1, 0)))
+  return pad(taken), pad(values)
+
+
+@jax.jit
+def hand_loss_and_grad(trainable, batch, old_logp, old_values, advantages, returns):
   """Clipped surrogate + 0.1 x clipped value loss, token means over the whole batch."""
-  scores = Policy(config=TINY, variables=trainable).score(batch["input_ids"], batch["attention_mask"])
-  on = batch["action_mask"] > 0
-  ratio = jnp.exp(jnp.where(on, scores.logp - old_logp, 0))
-  policy = jnp.maximum(-advantages * ratio, -advantages * jnp.clip(ratio, 1 - CLIP, 1 + CLIP))
-  clipped = old_values + jnp.clip(scores.values - old_values, -VALUE_CLIP, VALUE_CLIP)
-  value = 0.5 * jnp.maximum((scores.values - returns) ** 2, (clipped - returns) ** 2)
-  count = jnp.sum(on)
-  policy_loss = jnp.sum(jnp.where(on, policy, 0)) / count
-  return policy_loss + VF_COEF * jnp.sum(jnp.where(on, value, 0)) / count, policy_loss
+  def loss_fn(trainable):
+    logp, values = hand_scores(trainable, batch)
+    on = batch["action_mask"] > 0
+    ratio = jnp.exp(jnp.where(on, logp - old_logp, 0))
+    policy = jnp.maximum(-advantages * ratio, -advantages * jnp.clip(ratio, 1 - CLIP, 1 + CLIP))
+    clipped = old_values + jnp.clip(values - old_values, -VALUE_CLIP, VALUE_CLIP)
+    value = 0.5 * jnp.maximum((values - returns) ** 2, (clipped - returns) ** 2)
+    count = jnp.sum(on)
+    policy_loss = jnp.sum(jnp.where(on, policy, 0)) / count
+    return policy_loss + VF_COEF * jnp.sum(jnp.where(on, value, 0)) / count, policy_loss
+  return jax.value_and_grad(loss_fn, has_aux=True)(trainable)
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +98,15 @@ def fresh_state():
 def test_one_update_equals_the_step_by_step_computation(full_update):
   batch = make_batch()
   policy = tiny_policy()
-  old = policy.score(batch["input_ids"], batch["attention_mask"])
-  old_logp, old_values = np.asarray(old.logp, np.float64), np.asarray(old.values, np.float64)
-  reference = jax.tree.map(lambda x: x * REFERENCE_SHIFT, policy.variables["params"])
-  ref_logp = np.asarray(Policy(config=TINY, variables={"params": reference}).score(
-      batch["input_ids"], batch["attention_mask"]).logp, np.float64)
+  scores = jax.jit(hand_scores)
+  old_logp, old_values = (np.asarray(x, np.float64) for x in scores(policy.variables, batch))
+  reference = {"params": jax.tree.map(lambda x: x * REFERENCE_SHIFT, policy.variables["params"]),
+               "value_head": policy.variables["value_head"]}
+  ref_logp = np.asarray(scores(reference, batch)[0], np.float64)
   mask = batch["action_mask"]
+  real = batch["attention_mask"] * np.roll(batch["attention_mask"], 1, axis=1)
+  real[:, 0] = 0  # positions with a real predecessor: only there are log-probs defined
+  old_logp, old_values, ref_logp = old_logp * real, old_values * real, ref_logp * real
 
   kl = (old_logp - ref_logp) * mask
   rewards = placed_rewards_loop(batch["step_rewards"], batch["step_ids"]) - KL_COEF * kl
@@ -94,7 +116,7 @@ def test_one_update_equals_the_step_by_step_computation(full_update):
   trainable = {k: policy.variables[k] for k in KEYS}
   losses, policy_losses = [], []
   for _ in range(SETTINGS.epochs):  # one SGD step per epoch on the whole-batch loss
-    (loss, policy_loss), grads = jax.value_and_grad(hand_loss, has_aux=True)(trainable, *args)
+    (loss, policy_loss), grads = hand_loss_and_grad(trainable, *args)
     losses.append(float(loss))
     policy_losses.append(float(policy_loss))
     trainable = jax.tree.map(lambda p, g: p - LR * g, trainable, grads)
