@@ -6,7 +6,9 @@ r"""The embedded default: StepTool PPO on the built-in environment, on a laptop 
 The environment's scripted expert makes the step-grained data (200 tasks, mistake rate
 0.3; generated into the workdir's cache on first use, in about a second), the built-in
 tokenizer reads it, and a 2-layer model (hidden 64, random init) trains on it: 20 PPO
-iterations per epoch over 160 rows, 5 epochs, one length bucket of 512 tokens.
+iterations per epoch over 160 rows, 3 epochs, one length bucket of 512 tokens. It checks
+the whole pipeline in minutes; a random-init policy is no tool user, so for learning
+curves that mean something start PPO from the `sft` variant (`--config.model.init_from`).
 
 Variants (combine with commas, e.g. `configs/tiny.py:lora,final`):
   sft      supervised fine-tuning on the environment's solved episodes
@@ -37,9 +39,9 @@ def get_config(arg: str = ""):
   config.data.min_bucket_len = 512  # one bucket: one compilation
   config.data.env.num_tasks = 200
   config.data.env.mistake_rate = 0.3
-  config.optim.learning_rate = 5e-4
-  config.train.num_epochs = 5
-  config.checkpoint.every_steps = 25
+  config.optim.learning_rate = 1e-4
+  config.train.num_epochs = 3
+  config.checkpoint.every_steps = 20
   config.checkpoint.keep = 2
 
   if "sft" in variants:

@@ -26,6 +26,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
+from steptool_jax.parallel.sharding import replicated
 from steptool_jax.trainer.checkpointing import Checkpointer
 from steptool_jax.trainer.data_source import DataSource, device_batch
 from steptool_jax.trainer.metrics import MetricsWriter, scalar_metrics
@@ -84,7 +85,10 @@ def run(ctx: LoopContext, state: TrainState, start_step: int, *, halt_at_step: i
   `halt_at_step` (tests) returns after that step as if the process had been killed there:
   no extra checkpoint, so a later run resumes from the last periodic one.
   """
-  run_key = jax.random.wrap_key_data(jax.device_get(state.rng))
+  # The step's key is made on the mesh (replicated), so every process passes the same
+  # global array to the update.
+  step_key = jax.jit(lambda key_data, step: jax.random.fold_in(jax.random.wrap_key_data(key_data), step),
+                     out_shardings=replicated(ctx.mesh))
   step = start_step
   last: dict[str, float] = {}
   saved_step = start_step
@@ -99,7 +103,7 @@ def run(ctx: LoopContext, state: TrainState, start_step: int, *, halt_at_step: i
     batch = device_batch(local, ctx.mesh, ctx.batch_rows)
     width = local["input_ids"].shape[1]
     started = time.perf_counter()
-    state, metrics = ctx.update(state, batch, jax.random.fold_in(run_key, step))
+    state, metrics = ctx.update(state, batch, step_key(state.rng, step))
     local = batch_for(step + 1) if step + 1 < ctx.num_steps else None  # overlaps with the device
     metrics = scalar_metrics(jax.device_get(metrics))
     seconds = time.perf_counter() - started

@@ -15,6 +15,8 @@
    the optimizer state exactly as they were.
 4. The KL controller sees the batch's mean sequence KL (over real rows, not padding rows).
 
+The three stages are separate functions (`make_ppo_stages`) so that the benchmark can
+time them apart; `make_ppo_update` composes them and adds the KL controller and metrics.
 Every per-token statistic is a masked mean, so the empty rows that pad a short last batch
 contribute nothing and cannot make a NaN. The math lives in `steptool_jax.rl` and
 `steptool_jax.rewards.placement`; this module only wires it (docs/rl.md, section 6).
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -101,9 +103,21 @@ def reward_per_step(step_rewards: jax.Array, num_steps: jax.Array) -> jax.Array:
   return jnp.sum(jnp.where(present, step_rewards, 0), axis=0) / jnp.maximum(jnp.sum(present, axis=0), 1)
 
 
-def make_ppo_update(model_config: ModelConfig, lora: LoraConfig | None, settings: PPOSettings,
-                    optimizer: optax.GradientTransformation, trainable_keys: tuple[str, ...]) -> UpdateFn:
-  """The pure update function (jit it with donated state and the state's shardings)."""
+class PPOStages(NamedTuple):
+  """The three stages of an update, each a pure function (the benchmark times them apart).
+
+  rollout_statistics(state, input_ids, attention_mask) -> (old_logp, old_values, ref_logp)
+  advantages(state, batch, old_logp, old_values, ref_logp) -> dict: kl, advantages, returns, used_advantages
+  optimize(state, batch, old_logp, old_values, used_advantages, returns, rng) -> (trainable, opt_state, per_step)
+  """
+
+  rollout_statistics: Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
+  advantages: Callable[..., dict[str, jax.Array]]
+  optimize: Callable[..., tuple[Any, Any, dict[str, jax.Array]]]
+
+
+def make_ppo_stages(model_config: ModelConfig, lora: LoraConfig | None, settings: PPOSettings,
+                    optimizer: optax.GradientTransformation, trainable_keys: tuple[str, ...]) -> PPOStages:
   stats_model = CausalLM(model_config, lora, deterministic=True)
   dropout = (lora is not None and lora.dropout > 0) or settings.value_head_dropout > 0
   train_model = CausalLM(model_config, lora, deterministic=not dropout)
@@ -112,6 +126,7 @@ def make_ppo_update(model_config: ModelConfig, lora: LoraConfig | None, settings
   s = settings
 
   def rollout_statistics(state: TrainState, ids: jax.Array, attention: jax.Array):
+    """Old log-probs and values (one forward), reference log-probs (a second), chunk by chunk."""
     def chunk(ids, attention):
       policy = score_tokens(stats_model, state.policy, ids, attention, use_lora=True, with_values=True,
                             chunk_size=s.logits_chunk)
@@ -123,6 +138,17 @@ def make_ppo_update(model_config: ModelConfig, lora: LoraConfig | None, settings
                                  with_values=False, chunk_size=s.logits_chunk)
       return policy.logp, policy.values, reference.logp
     return _in_chunks(chunk, s.minibatch_size, ids, attention)
+
+  def advantages(state: TrainState, batch: Batch, old_logp: jax.Array, old_values: jax.Array,
+                 ref_logp: jax.Array) -> dict[str, jax.Array]:
+    """Token rewards (placed step rewards minus the KL term), GAE, optional whitening."""
+    action = batch["action_mask"]
+    kl = kl_penalty(old_logp, ref_logp, s.kl_penalty)
+    rewards = token_rewards(batch["step_rewards"], batch["step_ids"], action, kl, kl_coef=state.kl.value,
+                            weighting=s.weighting, num_steps=batch["num_steps"])
+    raw, returns = compute_gae(rewards, old_values, action, gamma=s.gamma, lam=s.lam, mode=s.gae_mode)
+    used = masked_whiten(raw, action) if s.whiten_advantages else raw
+    return {"kl": kl, "advantages": raw, "returns": returns, "used_advantages": used}
 
   def loss_fn(trainable, frozen, micro: Mapping[str, jax.Array], rng: jax.Array):
     micro = {k: constrain_rows(v) for k, v in micro.items()}
@@ -164,21 +190,14 @@ def make_ppo_update(model_config: ModelConfig, lora: LoraConfig | None, settings
     metrics["optimizer_step_skipped"] = 1.0 - moved.astype(jnp.float32)
     return (trainable, opt_state), metrics
 
-  def update(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-    ids, attention, action = batch["input_ids"], batch["attention_mask"], batch["action_mask"]
-    num_rows = ids.shape[0]
-
-    old_logp, old_values, ref_logp = rollout_statistics(state, ids, attention)
-    kl = kl_penalty(old_logp, ref_logp, s.kl_penalty)
-    rewards = token_rewards(batch["step_rewards"], batch["step_ids"], action, kl, kl_coef=state.kl.value,
-                            weighting=s.weighting, num_steps=batch["num_steps"])
-    advantages, returns = compute_gae(rewards, old_values, action, gamma=s.gamma, lam=s.lam, mode=s.gae_mode)
-    used_advantages = masked_whiten(advantages, action) if s.whiten_advantages else advantages
-
-    # Every epoch is a fresh random split of the batch; all epochs' optimizer steps run in
-    # one scan, each gathering its micro-batches by row index.
-    per_token = {"input_ids": ids, "attention_mask": attention, "action_mask": action, "old_logp": old_logp,
-                 "old_values": old_values, "advantages": used_advantages, "returns": returns}
+  def optimize(state: TrainState, batch: Batch, old_logp: jax.Array, old_values: jax.Array,
+               used_advantages: jax.Array, returns: jax.Array, rng: jax.Array):
+    """`epochs` passes, each a fresh random split of the batch; all epochs' optimizer steps
+    run in one scan, each gathering its micro-batches by row index."""
+    num_rows = batch["input_ids"].shape[0]
+    per_token = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                 "action_mask": batch["action_mask"], "old_logp": old_logp, "old_values": old_values,
+                 "advantages": used_advantages, "returns": returns}
     shuffle_rng, dropout_rng = jax.random.split(rng)
     rows = jax.vmap(lambda key: micro_batch_rows(key, num_rows, s.minibatch_size, s.grad_accum_steps))(
         jax.random.split(shuffle_rng, s.epochs))
@@ -188,7 +207,25 @@ def make_ppo_update(model_config: ModelConfig, lora: LoraConfig | None, settings
     trainable, frozen = split_trainable(state.policy, trainable_keys)
     step_fn = functools.partial(optimizer_step, per_token=per_token, frozen=frozen)
     (trainable, opt_state), per_step = jax.lax.scan(step_fn, (trainable, state.opt_state), (rows, dropout_rngs))
-    per_step = jax.tree.map(lambda x: x.reshape(s.epochs, steps_per_epoch), per_step)
+    return trainable, opt_state, jax.tree.map(lambda x: x.reshape(s.epochs, steps_per_epoch), per_step)
+
+  return PPOStages(rollout_statistics, advantages, optimize)
+
+
+def make_ppo_update(model_config: ModelConfig, lora: LoraConfig | None, settings: PPOSettings,
+                    optimizer: optax.GradientTransformation, trainable_keys: tuple[str, ...]) -> UpdateFn:
+  """The pure update function (jit it with donated state and the state's shardings)."""
+  stages = make_ppo_stages(model_config, lora, settings, optimizer, trainable_keys)
+  s = settings
+
+  def update(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    attention, action = batch["attention_mask"], batch["action_mask"]
+    old_logp, old_values, ref_logp = stages.rollout_statistics(state, batch["input_ids"], attention)
+    adv = stages.advantages(state, batch, old_logp, old_values, ref_logp)
+    trainable, opt_state, per_step = stages.optimize(state, batch, old_logp, old_values, adv["used_advantages"],
+                                                     adv["returns"], rng)
+    kl, advantages, returns = adv["kl"], adv["advantages"], adv["returns"]
+    frozen = split_trainable(state.policy, trainable_keys)[1]
 
     real_rows = rows_in_batch(attention)
     row_kl = jnp.sum(jnp.where(action > 0, kl, 0), axis=-1)
