@@ -96,7 +96,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   # --- Policy --------------------------------------------------------------------------------
   policy = policy_init.initial_policy(config, len(tokenizer), mesh)
   model_config, lora = policy.config, policy.lora
-  logging.info("policy: %.3fB parameters, LoRA %s", model_config.num_params() / 1e9, lora)
+  logging.info("policy: %.1fM parameters, LoRA %s", model_config.num_params() / 1e6, lora)
 
   # --- Train state ---------------------------------------------------------------------------
   steps_per_update = optimizer_steps_per_update(config)
@@ -119,11 +119,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   # --- The jitted update ---------------------------------------------------------------------
   if config.algorithm == "ppo":
     update = make_ppo_update(model_config, lora, PPOSettings.from_config(config), tx, trainable_keys)
-    step_flops = lambda width: flops.ppo_update_flops(model_config, lora, rows=config.batch.size, seq_len=width,
-                                                      epochs=config.ppo.epochs)
+    step_flops = functools.partial(flops.ppo_update_flops, model_config, lora, rows=config.batch.size,
+                                   epochs=config.ppo.epochs)
   else:
     update = make_sft_update(model_config, lora, SFTSettings.from_config(config), tx, trainable_keys)
-    step_flops = lambda width: flops.sft_step_flops(model_config, lora, rows=config.batch.size, seq_len=width)
+    step_flops = functools.partial(flops.sft_step_flops, model_config, lora, rows=config.batch.size)
   batch_keys = SFT_KEYS if config.algorithm == "sft" else STEP_GRAINED_KEYS
   batch_shardings = {key: spec_sharding(BATCH_AXES[key], mesh) for key in batch_keys}
   update = jax.jit(update, in_shardings=(shardings, batch_shardings, replicated(mesh)),

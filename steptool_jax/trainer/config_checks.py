@@ -133,7 +133,8 @@ def check_model_source(config: ml_collections.ConfigDict) -> None:
     _expect((path / "config.json").is_file(), "model.path", f"expected {path}/config.json (a Hugging Face model)")
   if model.init_from:
     path = pathlib.Path(os.path.expanduser(model.init_from))
-    _expect(path.is_dir(), "model.init_from", f"expected a run's workdir or a Hugging Face directory, found nothing at {path}")
+    _expect(path.is_dir(), "model.init_from",
+            f"expected a run's workdir or a Hugging Face directory, found nothing at {path}")
   if not model.path and not model.init_from:
     _expect(model.preset in PRESETS, "model.preset", f"expected one of {sorted(PRESETS)}, found {model.preset!r}")
   if config.tokenizer == "" and not model.path:
@@ -173,7 +174,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
   for name in ("warmup_steps", "weight_decay", "max_grad_norm", "eps"):
     _positive(config, f"optim.{name}", allow_zero=True)
   for name in ("b1", "b2"):
-    _expect(0.0 <= config.optim[name] < 1.0, f"optim.{name}", f"expected a number in [0, 1), found {config.optim[name]!r}")
+    _expect(0.0 <= config.optim[name] < 1.0, f"optim.{name}",
+            f"expected a number in [0, 1), found {config.optim[name]!r}")
   _positive(config, "train.num_epochs")
   _positive(config, "train.num_steps", allow_zero=True)
   _positive(config, "checkpoint.every_steps")
@@ -190,7 +192,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
     _positive(config, "model.lora.alpha")
     _expect(0.0 <= lora.dropout < 1.0, "model.lora.dropout", f"expected a rate in [0, 1), found {lora.dropout!r}")
     unknown = set(lora.targets) - set(LORA_TARGETS)
-    _expect(not unknown, "model.lora.targets", f"unknown projections {sorted(unknown)}; expected some of {LORA_TARGETS}")
+    _expect(not unknown, "model.lora.targets",
+            f"unknown projections {sorted(unknown)}; expected some of {LORA_TARGETS}")
   for name in ("max_context_len", "max_response_len", "min_bucket_len"):
     _positive(config, f"data.{name}")
   _positive(config, "data.max_steps", allow_zero=True)

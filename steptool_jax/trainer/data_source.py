@@ -118,15 +118,19 @@ def device_batch(batch: Batch, mesh: Mesh, global_rows: int) -> dict[str, jax.Ar
   return out
 
 
+def _filled(rows: int, width: int, value: int) -> np.ndarray:
+  """A block of empty rows (this process holds none of the batch's examples)."""
+  return np.full((rows, width), value, np.int32)
+
+
 def _step_grained_collate(pad_id: int, max_steps: int) -> Callable[[list[Mapping[str, Any]], int, int], Batch]:
   def collate(examples: list[Mapping[str, Any]], width: int, rows: int) -> Batch:
     if examples:
       return collate_step_grained(examples, pad_id=pad_id, length_buckets=(width,), max_steps=max_steps,
                                   batch_size=rows)
-    tokens = lambda fill: np.full((rows, width), fill, np.int32)
-    return {"input_ids": tokens(pad_id), "attention_mask": tokens(0), "action_mask": tokens(0),
-            "step_ids": tokens(-1), "step_rewards": np.zeros((rows, max_steps), np.float32),
-            "num_steps": np.zeros(rows, np.int32)}
+    return {"input_ids": _filled(rows, width, pad_id), "attention_mask": _filled(rows, width, 0),
+            "action_mask": _filled(rows, width, 0), "step_ids": _filled(rows, width, -1),
+            "step_rewards": np.zeros((rows, max_steps), np.float32), "num_steps": np.zeros(rows, np.int32)}
   return collate
 
 
@@ -134,8 +138,8 @@ def _sft_collate(pad_id: int) -> Callable[[list[Mapping[str, Any]], int, int], B
   def collate(examples: list[Mapping[str, Any]], width: int, rows: int) -> Batch:
     if examples:
       return collate_sft(examples, pad_id=pad_id, length_buckets=(width,), batch_size=rows)
-    tokens = lambda fill: np.full((rows, width), fill, np.int32)
-    return {"input_ids": tokens(pad_id), "attention_mask": tokens(0), "loss_mask": tokens(0)}
+    return {"input_ids": _filled(rows, width, pad_id), "attention_mask": _filled(rows, width, 0),
+            "loss_mask": _filled(rows, width, 0)}
   return collate
 
 

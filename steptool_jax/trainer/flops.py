@@ -40,8 +40,8 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
 
 def matmul_params(config: ModelConfig) -> int:
   """Weights used in matmuls: layers plus the LM head (a tied embedding counts once, as the head)."""
-  e, l = config.hidden_size, config.num_layers
-  total = config.num_params() - config.vocab_size * e - (2 * l + 1) * e  # minus embedding gather and norms
+  e, layers = config.hidden_size, config.num_layers
+  total = config.num_params() - config.vocab_size * e - (2 * layers + 1) * e  # minus embedding gather and norms
   if config.tie_word_embeddings:
     total += config.vocab_size * e
   return total
@@ -72,7 +72,8 @@ def train_flops_per_token(config: ModelConfig, seq_len: int, lora: LoraConfig | 
 
 def ppo_update_flops(config: ModelConfig, lora: LoraConfig | None, *, rows: int, seq_len: int, epochs: int) -> float:
   tokens = rows * seq_len
-  return tokens * (2.0 * forward_flops_per_token(config, seq_len) + epochs * train_flops_per_token(config, seq_len, lora))
+  forward = forward_flops_per_token(config, seq_len)
+  return tokens * (2.0 * forward + epochs * train_flops_per_token(config, seq_len, lora))
 
 
 def sft_step_flops(config: ModelConfig, lora: LoraConfig | None, *, rows: int, seq_len: int) -> float:

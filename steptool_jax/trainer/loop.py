@@ -62,7 +62,7 @@ class LoopContext:
   progress: Progress
   preemption: PreemptionFlag
   config_json: Mapping[str, Any]
-  flops_per_step: Callable[[int], float]  # padded width -> model FLOPs of one step
+  flops_per_step: Callable[..., float]  # seq_len=padded width -> model FLOPs of one step
   peak_flops_per_device: float | None
   learning_rate: Callable[[int], float]  # step -> learning rate of that step's (first) optimizer step
   log_every: int = 1
@@ -118,7 +118,7 @@ def run(ctx: LoopContext, state: TrainState, start_step: int, *, halt_at_step: i
       raise NonFiniteError(message)
 
     metrics["learning_rate"] = ctx.learning_rate(step - 1)
-    metrics.update(_performance(metrics, seconds, ctx.flops_per_step(width), ctx.mesh.devices.size,
+    metrics.update(_performance(metrics, seconds, ctx.flops_per_step(seq_len=width), ctx.mesh.devices.size,
                                 ctx.peak_flops_per_device, compiled_this_step=first))
     first = False
     last = metrics

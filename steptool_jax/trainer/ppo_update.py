@@ -86,6 +86,11 @@ class PPOSettings:
         logits_chunk=config.model.logits_chunk, value_head_dropout=config.model.value_head_dropout)
 
 
+def _weighted_mean(x: jax.Array, weights: jax.Array) -> jax.Array:
+  """Mean of `x` weighted by `weights` (same shape); 0 when every weight is 0."""
+  return jnp.sum(x * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
 def micro_batch_rows(rng: jax.Array, num_rows: int, minibatch_size: int, grad_accum_steps: int) -> jax.Array:
   """`[optimizer steps, grad_accum_steps, minibatch_size]` row indices: a random split of the batch."""
   return jax.random.permutation(rng, num_rows).reshape(-1, grad_accum_steps, minibatch_size)
@@ -172,10 +177,13 @@ def make_ppo_stages(model_config: ModelConfig, lora: LoraConfig | None, settings
       grads_sum, kept = acc
       micro, rng = micro_xs
       (_, metrics), grads = grad_fn(trainable, frozen, micro, rng)
-      keep = metrics["skipped"] == 0
+      # A micro-batch of padding rows only (a short last batch) has nothing to learn from:
+      # it neither counts in the gradient average nor in the statistics.
+      present = jnp.any(micro["action_mask"] > 0)
+      keep = present & (metrics["skipped"] == 0)
       # where, not a product: a skipped micro-batch may hold non-finite gradients.
       grads_sum = jax.tree.map(lambda a, g: a + jnp.where(keep, g, 0).astype(a.dtype), grads_sum, grads)
-      return (grads_sum, kept + keep.astype(jnp.float32)), metrics
+      return (grads_sum, kept + keep.astype(jnp.float32)), {**metrics, "present": present.astype(jnp.float32)}
 
     zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), trainable)
     (grads_sum, kept), metrics = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)), (micro_batches, rngs))
@@ -185,9 +193,12 @@ def make_ppo_stages(model_config: ModelConfig, lora: LoraConfig | None, settings
     moved = kept > 0
     trainable, opt_state = jax.tree.map(lambda new, old: jnp.where(moved, new, old),
                                         (new_trainable, new_opt_state), (trainable, opt_state))
-    metrics = jax.tree.map(jnp.mean, metrics)
+    present = metrics.pop("present")
+    metrics = {k: _weighted_mean(v, present) for k, v in metrics.items()}
     metrics["grad_norm"] = optax.tree.norm(grads)
-    metrics["optimizer_step_skipped"] = 1.0 - moved.astype(jnp.float32)
+    metrics["micro_batches"] = jnp.sum(present)
+    # Skipped by the ratio guard (not merely empty): it had micro-batches, none was kept.
+    metrics["optimizer_step_skipped"] = ((jnp.sum(present) > 0) & ~moved).astype(jnp.float32)
     return (trainable, opt_state), metrics
 
   def optimize(state: TrainState, batch: Batch, old_logp: jax.Array, old_values: jax.Array,
@@ -233,9 +244,13 @@ def make_ppo_update(model_config: ModelConfig, lora: LoraConfig | None, settings
     new_kl = update_kl_controller(state.kl, sequence_kl, real_rows)
     new_state = state.replace(step=state.step + 1, policy={**frozen, **trainable}, opt_state=opt_state, kl=new_kl)
 
-    metrics = {k: jnp.mean(v) for k, v in per_step.items()}
-    metrics["policy_loss_first_epoch"] = jnp.mean(per_step["policy_loss"][0])
-    metrics["policy_loss_last_epoch"] = jnp.mean(per_step["policy_loss"][-1])
+    # Means over the micro-batches that had action tokens (optimizer steps weighted by them).
+    weights = per_step.pop("micro_batches")
+    skipped_steps = per_step.pop("optimizer_step_skipped")
+    metrics = {k: _weighted_mean(v, weights) for k, v in per_step.items()}
+    metrics["optimizer_step_skipped"] = jnp.mean(skipped_steps)
+    metrics["policy_loss_first_epoch"] = _weighted_mean(per_step["policy_loss"][0], weights[0])
+    metrics["policy_loss_last_epoch"] = _weighted_mean(per_step["policy_loss"][-1], weights[-1])
     placed = place_step_rewards(batch["step_rewards"], batch["step_ids"], s.weighting, num_steps=batch["num_steps"])
     metrics.update({
         "kl": sequence_kl,

@@ -7,6 +7,11 @@ from typing import Mapping
 from tqdm.auto import tqdm
 
 
+# (metric, label, format) shown after the bar when the step has them.
+_SHOWN = (("loss", "loss", "{:.4f}"), ("perf/tokens_per_s", "tok/s", "{:,.0f}"), ("kl", "kl", "{:.3f}"),
+          ("reward/score", "score", "{:.3f}"), ("perf/mfu", "mfu", "{:.1%}"))
+
+
 class Progress:
   """A tqdm bar over the run's steps that starts at the resumed step."""
 
@@ -16,8 +21,7 @@ class Progress:
 
   def update(self, metrics: Mapping[str, float]) -> None:
     shown = {}
-    for name, label, fmt in (("loss", "loss", "{:.4f}"), ("perf/tokens_per_s", "tok/s", "{:,.0f}"),
-                             ("kl", "kl", "{:.3f}"), ("reward/score", "score", "{:.3f}"), ("perf/mfu", "mfu", "{:.1%}")):
+    for name, label, fmt in _SHOWN:
       if name in metrics:
         shown[label] = fmt.format(metrics[name])
     self._bar.set_postfix(shown, refresh=False)

@@ -3,8 +3,9 @@
     update(state, batch, rng) -> (state, metrics)
 
 The loss is the mean negative log-likelihood of the assistant-action tokens (`loss_mask`)
-of each micro-batch; gradients are averaged over `grad_accum_steps` micro-batches of
-`minibatch_size` rows (a `lax.scan`) and applied in one optimizer step. The state and
+over the whole batch: summed over `grad_accum_steps` micro-batches of `minibatch_size`
+rows (a `lax.scan`), divided by the batch's token count, applied in one optimizer step.
+Padding rows (a short last batch) therefore weigh nothing. The state and
 its checkpoints are the ones of the PPO trainer, so PPO can start from an SFT run.
 """
 
@@ -21,7 +22,6 @@ import optax
 from steptool_jax.models.config import LoraConfig, ModelConfig
 from steptool_jax.models.llama import CausalLM
 from steptool_jax.models.policy import score_tokens
-from steptool_jax.rl.masked import masked_mean
 from steptool_jax.trainer.ppo_update import UpdateFn
 from steptool_jax.trainer.state import TrainState, split_trainable
 from steptool_jax.trainer.update_utils import all_finite, constrain_rows, rows_in_batch, strided_split
@@ -46,18 +46,21 @@ def make_sft_update(model_config: ModelConfig, lora: LoraConfig | None, settings
   s = settings
 
   def loss_fn(trainable, frozen, micro: Mapping[str, jax.Array], rng: jax.Array):
+    """Summed NLL of the micro-batch's loss tokens (divided by the whole batch's count later)."""
     micro = {k: constrain_rows(v) for k, v in micro.items()}
     scores = score_tokens(model, {**frozen, **trainable}, micro["input_ids"], micro["attention_mask"],
                           use_lora=True, with_values=False, rngs={"dropout": rng} if dropout else None,
                           chunk_size=s.logits_chunk)
-    loss = -masked_mean(scores.logp, micro["loss_mask"])
-    return loss, {"loss": loss, "loss_tokens": jnp.sum(micro["loss_mask"]).astype(jnp.float32)}
+    on = micro["loss_mask"] > 0
+    total = -jnp.sum(jnp.where(on, scores.logp, 0))
+    return total, {"nll_sum": total, "loss_tokens": jnp.sum(on).astype(jnp.float32)}
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def update(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array):
     trainable, frozen = split_trainable(state.policy, trainable_keys)
-    micro_batches = {k: strided_split(batch[k], s.grad_accum_steps) for k in ("input_ids", "attention_mask", "loss_mask")}
+    micro_batches = {k: strided_split(batch[k], s.grad_accum_steps)
+                     for k in ("input_ids", "attention_mask", "loss_mask")}
 
     def accumulate(grads_sum, xs):
       micro, micro_rng = xs
@@ -66,12 +69,14 @@ def make_sft_update(model_config: ModelConfig, lora: LoraConfig | None, settings
 
     zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), trainable)
     grads_sum, per_micro = jax.lax.scan(accumulate, zeros, (micro_batches, jax.random.split(rng, s.grad_accum_steps)))
-    grads = jax.tree.map(lambda g: g / s.grad_accum_steps, grads_sum)
+    # The token mean over the whole batch: padding rows and empty micro-batches weigh nothing.
+    tokens = jnp.maximum(jnp.sum(per_micro["loss_tokens"]), 1.0)
+    grads = jax.tree.map(lambda g: g / tokens, grads_sum)
     updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
     new_state = state.replace(step=state.step + 1, policy={**frozen, **trainable}, opt_state=opt_state)
     metrics = {
-        "loss": jnp.mean(per_micro["loss"]),
+        "loss": jnp.sum(per_micro["nll_sum"]) / tokens,
         "grad_norm": optax.tree.norm(grads),
         "rows": rows_in_batch(batch["attention_mask"]),
         "tokens": jnp.sum(batch["attention_mask"]).astype(jnp.float32),

@@ -77,7 +77,8 @@ def test_sft_takes_one_optimizer_step_per_batch():
 def test_mesh_that_does_not_divide_the_devices():
   config = tiny.get_config()
   config.mesh = {"data": 3, "fsdp": 1, "tensor": 1}
-  assert _error(config, num_devices=8).startswith("mesh: {'data': 3, 'fsdp': 1, 'tensor': 1} does not fit the 8 devices")
+  assert _error(config, num_devices=8).startswith(
+      "mesh: {'data': 3, 'fsdp': 1, 'tensor': 1} does not fit the 8 devices")
   config.mesh = {"data": 2, "fsdp": -1, "tensor": 3}
   assert _error(config, num_devices=8).startswith("mesh: ")
   config.mesh = {"data": 2, "expert": 4}
