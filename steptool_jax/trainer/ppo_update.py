@@ -178,12 +178,12 @@ def make_ppo_stages(model_config: ModelConfig, lora: LoraConfig | None, settings
       micro, rng = micro_xs
       (_, metrics), grads = grad_fn(trainable, frozen, micro, rng)
       # A micro-batch of padding rows only (a short last batch) has nothing to learn from:
-      # it neither counts in the gradient average nor in the statistics.
-      present = jnp.any(micro["action_mask"] > 0)
-      keep = present & (metrics["skipped"] == 0)
+      # it counts neither in the gradient average nor in the statistics.
+      tokens = jnp.sum(micro["action_mask"] > 0).astype(jnp.float32)
+      keep = (tokens > 0) & (metrics["skipped"] == 0)
       # where, not a product: a skipped micro-batch may hold non-finite gradients.
       grads_sum = jax.tree.map(lambda a, g: a + jnp.where(keep, g, 0).astype(a.dtype), grads_sum, grads)
-      return (grads_sum, kept + keep.astype(jnp.float32)), {**metrics, "present": present.astype(jnp.float32)}
+      return (grads_sum, kept + keep.astype(jnp.float32)), {**metrics, "tokens": tokens}
 
     zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), trainable)
     (grads_sum, kept), metrics = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)), (micro_batches, rngs))
@@ -193,12 +193,14 @@ def make_ppo_stages(model_config: ModelConfig, lora: LoraConfig | None, settings
     moved = kept > 0
     trainable, opt_state = jax.tree.map(lambda new, old: jnp.where(moved, new, old),
                                         (new_trainable, new_opt_state), (trainable, opt_state))
-    present = metrics.pop("present")
-    metrics = {k: _weighted_mean(v, present) for k, v in metrics.items()}
+    # Statistics are token-weighted over the micro-batches: an epoch's value is then the mean
+    # over all its action tokens, comparable from one epoch (one random split) to the next.
+    tokens = metrics.pop("tokens")
+    metrics = {k: _weighted_mean(v, tokens) for k, v in metrics.items()}
     metrics["grad_norm"] = optax.tree.norm(grads)
-    metrics["micro_batches"] = jnp.sum(present)
-    # Skipped by the ratio guard (not merely empty): it had micro-batches, none was kept.
-    metrics["optimizer_step_skipped"] = ((jnp.sum(present) > 0) & ~moved).astype(jnp.float32)
+    metrics["tokens"] = jnp.sum(tokens)
+    # Skipped by the ratio guard (not merely empty): it had action tokens, nothing was kept.
+    metrics["optimizer_step_skipped"] = ((jnp.sum(tokens) > 0) & ~moved).astype(jnp.float32)
     return (trainable, opt_state), metrics
 
   def optimize(state: TrainState, batch: Batch, old_logp: jax.Array, old_values: jax.Array,
@@ -244,8 +246,8 @@ def make_ppo_update(model_config: ModelConfig, lora: LoraConfig | None, settings
     new_kl = update_kl_controller(state.kl, sequence_kl, real_rows)
     new_state = state.replace(step=state.step + 1, policy={**frozen, **trainable}, opt_state=opt_state, kl=new_kl)
 
-    # Means over the micro-batches that had action tokens (optimizer steps weighted by them).
-    weights = per_step.pop("micro_batches")
+    # Token-weighted means (optimizer steps weighted by their action tokens).
+    weights = per_step.pop("tokens")
     skipped_steps = per_step.pop("optimizer_step_skipped")
     metrics = {k: _weighted_mean(v, weights) for k, v in per_step.items()}
     metrics["optimizer_step_skipped"] = jnp.mean(skipped_steps)
