@@ -10,9 +10,10 @@
    mode); optional whitening of the advantages over the batch's action tokens.
 3. `epochs` passes over the batch, each a fresh random split into optimizer steps of
    `grad_accum_steps` micro-batches of `minibatch_size` rows. Gradients are summed over the
-   micro-batches with a `lax.scan` and averaged over those the ratio guard kept; an
-   optimizer step whose every micro-batch was skipped leaves the trainable variables and
-   the optimizer state exactly as they were.
+   micro-batches with a `lax.scan` and averaged over those the ratio guard kept (a
+   micro-batch without action tokens is never kept); an optimizer step whose every
+   micro-batch was skipped leaves the trainable variables and the optimizer state exactly
+   as they were. Reported statistics are token-weighted over the micro-batches.
 4. The KL controller sees the batch's mean sequence KL (over real rows, not padding rows).
 
 The three stages are separate functions (`make_ppo_stages`) so that the benchmark can
