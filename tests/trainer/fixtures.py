@@ -39,7 +39,7 @@ def data_cache(tmp_path_factory) -> pathlib.Path:
 
 def tiny_run_config(data_cache: pathlib.Path, variant: str = "", **overrides) -> ml_collections.ConfigDict:
   """configs/tiny.py at test size: 40 tasks (32 training rows), 128-token rows, batch 4
-  (2 micro-batches of 2), 2 PPO epochs, 4 steps, a checkpoint every 2 steps."""
+  (2 micro-batches of 2), 2 PPO epochs, whitened advantages, 4 steps, a checkpoint every 2 steps."""
   from configs import tiny  # noqa: PLC0415
 
   config = tiny.get_config(variant)
@@ -53,6 +53,7 @@ def tiny_run_config(data_cache: pathlib.Path, variant: str = "", **overrides) ->
   config.batch.minibatch_size = 2
   config.batch.grad_accum_steps = 2
   config.ppo.epochs = 2
+  config.ppo.whiten_advantages = True  # test_train.py relies on a first-epoch surrogate of ~0
   config.train.num_steps = 4
   config.checkpoint.every_steps = 2
   config.log.progress_bar = False
