@@ -1,0 +1,71 @@
+"""Evaluation of a policy on a task split of the built-in environment.
+
+    python -m steptool_jax.evaluate --config=configs/evaluate.py --config.policy.path=/ckpt/hf_dir
+    python -m steptool_jax.evaluate --config=configs/evaluate.py:expert      # the scripted expert
+    python -m steptool_jax.evaluate --config=configs/evaluate.py:give_up     # a floor
+
+Variants (`:name`) pick the policy kind; any field can be overridden with
+`--config.a.b=value`. The task split is `generate_tasks(env.num_tasks, env.seed)[eval.split]`:
+use the `num_tasks` and `seed` the training data was generated with, so the splits are the
+same ones (tasks are disjoint across splits only within one call), or point
+`env.tasks_file` at the `tasks/{split}.jsonl` written with the data.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+POLICY_KINDS = ("hf", "checkpoint", "random", "expert", "give_up")
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  config.policy = ml_collections.ConfigDict()
+  # hf: a Hugging Face directory (ours via export, or any Llama-family model);
+  # checkpoint: an Orbax item holding the policy variables at `params_key`, with the model
+  #   shape from `base_model` (an HF directory) or from `model_preset` + the tokenizer's vocabulary;
+  # random: a randomly initialised `model_preset` (a floor, and smoke tests);
+  # expert / give_up: scripted references with known outcomes.
+  config.policy.kind = "hf"
+  config.policy.path = ""
+  config.policy.params_key = "params"
+  config.policy.base_model = ""
+  config.policy.model_preset = "tiny"
+  config.policy.lora_alpha = 16.0
+  config.policy.use_lora = True
+  config.policy.expert_mistake_rate = 0.0
+  config.policy.seed = 0  # random init, and the expert's mistakes
+
+  config.tokenizer = ""  # "" = the built-in tokenizer (kind=hf: the model directory's own, if it has one)
+
+  config.env = ml_collections.ConfigDict()
+  config.env.num_tasks = 1000
+  config.env.seed = 0
+  config.env.tasks_file = ""  # a tasks/{split}.jsonl; overrides num_tasks/seed
+  config.env.max_steps = 10
+  config.env.template = "toolllama"
+
+  # Must match the data pipeline the policy was trained with.
+  config.data = ml_collections.ConfigDict()
+  config.data.max_context_len = 1024
+  config.data.max_response_len = 128  # also the most tokens generated per action
+  config.data.add_bos = True
+  config.data.eos_after_actions = True
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.split = "validation"
+  config.eval.max_episodes = 0  # 0 = every task of the split
+  config.eval.batch_size = 32
+  config.eval.temperature = 0.0  # greedy
+  config.eval.top_p = 1.0
+  config.eval.seed = 0
+  config.eval.width_bucket = 128  # prompts are left-padded to a multiple of this (fewer compiles)
+
+  config.output_dir = ""  # "" = print only; else answers.json, episodes.jsonl, metrics.json there
+
+  if variant in ("expert", "give_up", "random"):
+    config.policy.kind = variant
+  elif variant:
+    raise ValueError(f"configs/evaluate.py: unknown variant {variant!r}; expected one of expert, give_up, random")
+  return config
