@@ -14,6 +14,8 @@ Weightings:
   reward gets weight 0. Kept only as a named compatibility mode.
 * ``"final_only"``: only the final reward, on the row's last action token (the
   PPO-with-final-reward baseline).
+* ``"summed"``: the sum of all the row's step rewards, on its last action token (the
+  "without step-grained optimisation" ablation: same rewards, no step credit).
 
 The number of steps T of a row is ``num_steps[b]`` when given, else one more
 than the largest step id in the row. The two agree whenever the final action
@@ -32,8 +34,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-Weighting = Literal["paper", "original_code", "final_only"]
-WEIGHTINGS: tuple[str, ...] = ("paper", "original_code", "final_only")
+Weighting = Literal["paper", "original_code", "final_only", "summed"]
+WEIGHTINGS: tuple[str, ...] = ("paper", "original_code", "final_only", "summed")
 
 
 def last_action_tokens(step_ids: jax.Array) -> jax.Array:
@@ -49,9 +51,9 @@ def place_step_rewards(step_rewards: jax.Array, step_ids: jax.Array, weighting: 
   Args:
     step_rewards: ``[B, S]`` shaped reward of every step (0 on padding steps).
     step_ids: ``[B, T]`` int, step index on action tokens, -1 elsewhere.
-    weighting: ``"paper"``, ``"original_code"`` or ``"final_only"`` (module docstring).
+    weighting: ``"paper"``, ``"original_code"``, ``"final_only"`` or ``"summed"`` (module docstring).
     num_steps: optional ``[B]`` int, the number of steps of each row before
-      truncation; used by ``"original_code"`` and ``"final_only"``.
+      truncation; used by ``"original_code"``, ``"final_only"`` and ``"summed"``.
   """
   if weighting not in WEIGHTINGS:
     raise ValueError(f"weighting: expected one of {WEIGHTINGS}, found {weighting!r}")
@@ -63,10 +65,15 @@ def place_step_rewards(step_rewards: jax.Array, step_ids: jax.Array, weighting: 
   num_steps = jnp.asarray(num_steps, step_ids.dtype)
   ends = last_action_tokens(step_ids)
 
+  last_token = ends & (step_ids == jnp.max(step_ids, axis=-1, keepdims=True))
   if weighting == "final_only":
     final_reward = jnp.take_along_axis(step_rewards, jnp.maximum(num_steps - 1, 0)[..., None], axis=-1,
                                        mode="fill", fill_value=0)
-    return jnp.where(ends & (step_ids == jnp.max(step_ids, axis=-1, keepdims=True)), final_reward, 0)
+    return jnp.where(last_token, final_reward, 0)
+  if weighting == "summed":
+    # Every step of the row counts, also one whose action was truncated away.
+    real_step = jnp.arange(step_rewards.shape[-1]) < num_steps[..., None]
+    return jnp.where(last_token, jnp.sum(jnp.where(real_step, step_rewards, 0), axis=-1, keepdims=True), 0)
 
   if weighting == "original_code":
     step_index = jnp.arange(step_rewards.shape[-1], dtype=step_ids.dtype)

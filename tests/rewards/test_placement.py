@@ -27,6 +27,9 @@ def test_hand_worked_weightings():
                              [[0, 0, 1.0, 0, 0.25, 0, 0, 0, 0, 0]])
   np.testing.assert_allclose(place(HAND_REWARDS, HAND_IDS, "final_only"),
                              [[0, 0, 0, 0, 0, 0, 0, 0, 1.0, 0]])
+  # 0.5 + 0.25 + 1.0 on the last action token; the padding slot (num_steps = 3) is not summed.
+  np.testing.assert_allclose(place(HAND_REWARDS + [[0, 0, 0, 9.0]], HAND_IDS, "summed", num_steps=np.array([3])),
+                             [[0, 0, 0, 0, 0, 0, 0, 0, 1.75, 0]])
 
 
 def test_original_code_uses_num_steps_of_truncated_rows():

@@ -1,0 +1,1 @@
+"""Run configurations: `--config=configs/<name>.py[:variant]` (files returning an ml_collections.ConfigDict)."""

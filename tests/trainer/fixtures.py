@@ -1,0 +1,65 @@
+"""Shared set-up of the trainer tests: a persistent compilation cache, cached env data, tiny configs.
+
+The tests call the jitted updates and `train_and_evaluate` several times with the same
+shapes; each call builds a new jitted function, so without the persistent cache every run
+would recompile (~10 s each on 2 CPU cores). With it, identical programs compile once.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import ml_collections
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory) -> pathlib.Path:
+  """A persistent XLA compilation cache for this session (turned off again afterwards)."""
+  path = tmp_path_factory.mktemp("jax-compile-cache")
+  previous = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+  compilation_cache.reset_cache()
+  compilation_cache.set_cache_dir(str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  yield path
+  compilation_cache.reset_cache()
+  jax.config.update("jax_compilation_cache_dir", previous[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory) -> pathlib.Path:
+  """One cache directory for generated environment data and tokenised datasets."""
+  return tmp_path_factory.mktemp("steptool-data-cache")
+
+
+def tiny_run_config(data_cache: pathlib.Path, variant: str = "", **overrides) -> ml_collections.ConfigDict:
+  """configs/tiny.py at test size: 40 tasks (32 training rows), 128-token rows, batch 4
+  (2 micro-batches of 2), 2 PPO epochs, 4 steps, a checkpoint every 2 steps."""
+  from configs import tiny  # noqa: PLC0415
+
+  config = tiny.get_config(variant)
+  config.mesh = {"data": 1, "fsdp": 1, "tensor": 1}
+  config.data.cache_dir = str(data_cache)
+  config.data.env.num_tasks = 40
+  config.data.max_context_len = 96
+  config.data.max_response_len = 32
+  config.data.min_bucket_len = 128
+  config.batch.size = 4
+  config.batch.minibatch_size = 2
+  config.batch.grad_accum_steps = 2
+  config.ppo.epochs = 2
+  config.train.num_steps = 4
+  config.checkpoint.every_steps = 2
+  config.log.progress_bar = False
+  for dotted, value in overrides.items():
+    node = config
+    *parents, leaf = dotted.split("__")
+    for name in parents:
+      node = node[name]
+    node[leaf] = value
+  return config
