@@ -15,29 +15,23 @@ from __future__ import annotations
 
 import ml_collections
 
-POLICY_KINDS = ("hf", "checkpoint", "random", "expert", "give_up")
-
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
   config.policy = ml_collections.ConfigDict()
   # hf: a Hugging Face directory (ours via export, or any Llama-family model);
-  # checkpoint: an Orbax item holding the policy variables at `params_key`, with the model
-  #   shape from `base_model` (an HF directory) or from `model_preset` + the tokenizer's vocabulary;
+  # checkpoint: a run directory of ours (python -m steptool_jax.train / sft --workdir): its
+  #   latest policy, adapters merged; the tokenizer, data.* and env.* come from that run's config;
   # random: a randomly initialised `model_preset` (a floor, and smoke tests);
   # expert / give_up: scripted references with known outcomes.
   config.policy.kind = "hf"
   config.policy.path = ""
-  config.policy.params_key = "params"
-  config.policy.base_model = ""
   config.policy.model_preset = "tiny"
-  config.policy.lora_alpha = 16.0
-  config.policy.use_lora = True
   config.policy.expert_mistake_rate = 0.0
   config.policy.seed = 0  # random init, and the expert's mistakes
 
-  config.tokenizer = ""  # "" = the built-in tokenizer (kind=hf: the model directory's own, if it has one)
+  config.tokenizer = ""  # "" or "builtin" = the built-in tokenizer (kind=hf: the model directory's own, if it has one)
 
   config.env = ml_collections.ConfigDict()
   config.env.num_tasks = 1000

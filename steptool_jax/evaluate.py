@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import jax
 import ml_collections
-from absl import app, logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from steptool_jax.data.records import FINISH, ToolCall, Trajectory
@@ -46,9 +46,6 @@ from steptool_jax.rollout.episodes import Rollout, run_episodes
 from steptool_jax.rollout.policies import ActionPolicy, model_policy, text_policy, width_buckets
 from steptool_jax.rollout.scripted import expert_writer, give_up_writer
 from steptool_jax.rollout.stopping import action_stops
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Evaluation config file (configs/evaluate.py).",
-                                          lock_config=True)
 
 MODEL_KINDS = ("hf", "checkpoint", "random")
 SCRIPTED_KINDS = ("expert", "give_up")
@@ -106,15 +103,38 @@ def load_tasks(config: ml_collections.ConfigDict) -> list[Task]:
   return tasks[:config.eval.max_episodes] if config.eval.max_episodes else tasks
 
 
+def with_run_settings(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """For `policy.kind=checkpoint` (one of our run directories): the tokenizer, the data
+  pipeline's settings and the environment's split settings of that run, as saved with its
+  checkpoint, replace the evaluation config's, so the policy acts on the tokens it was
+  trained on. Other kinds: the config as it is."""
+  if config.policy.kind != "checkpoint":
+    return config
+  if not config.policy.path:
+    raise ValueError("policy.path: required for policy.kind='checkpoint' (a run directory of ours)")
+  from steptool_jax.trainer import policy_init  # noqa: PLC0415
+  trained = policy_init.run_config(config.policy.path)
+  config = ml_collections.ConfigDict(config.to_dict())  # an unlocked copy
+  config.tokenizer = trained.tokenizer or trained.model.path
+  for name in ("max_context_len", "max_response_len", "add_bos", "eos_after_actions"):
+    config.data[name] = trained.data[name]
+  config.env.template = trained.data.template
+  for name in ("num_tasks", "seed", "max_steps"):
+    config.env[name] = trained.data.env[name]
+  return config
+
+
 def load_policy_tokenizer(config: ml_collections.ConfigDict) -> Any:
-  if config.tokenizer:
-    from transformers import AutoTokenizer  # noqa: PLC0415
-    return AutoTokenizer.from_pretrained(config.tokenizer, local_files_only=True)
+  """`tokenizer`: "" or "builtin" for the built-in one, else a directory; with kind=hf and
+  no tokenizer named, the model directory's own when it has one."""
+  name = config.tokenizer
   path = pathlib.Path(config.policy.path) if config.policy.path else None
-  if config.policy.kind == "hf" and path is not None and (path / "tokenizer_config.json").is_file():
-    from transformers import AutoTokenizer  # noqa: PLC0415
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-  return load_tokenizer()
+  if not name and config.policy.kind == "hf" and path is not None and (path / "tokenizer_config.json").is_file():
+    name = str(path)
+  if not name or name == "builtin":
+    return load_tokenizer()
+  from transformers import AutoTokenizer  # noqa: PLC0415 (slow import, only for real models)
+  return AutoTokenizer.from_pretrained(name, local_files_only=True)
 
 
 def load_model(config: ml_collections.ConfigDict, tokenizer: Any) -> Policy:
@@ -130,18 +150,10 @@ def load_model(config: ml_collections.ConfigDict, tokenizer: Any) -> Policy:
     raise ValueError(f"policy.path: required for policy.kind={kind!r}")
   if kind == "hf":
     return load_pretrained(path, with_value_head=False)
-  from steptool_jax import export  # noqa: PLC0415 (the Orbax reader lives there)
-  if config.policy.base_model:
-    policy, _ = export.policy_from_checkpoint(path, config.policy.base_model, config.policy.params_key,
-                                              config.policy.lora_alpha)
-    return policy
-  variables = export.select(export.restore_orbax_tree(path), config.policy.params_key)
-  model_config = preset(config.policy.model_preset, vocab_size=len(tokenizer))
-  lora = None
-  if variables.get("lora"):
-    from steptool_jax.models.config import LoraConfig  # noqa: PLC0415
-    lora = LoraConfig(rank=export.lora_rank(variables["lora"]), alpha=config.policy.lora_alpha)
-  return Policy(config=model_config, variables=dict(variables), lora=lora)
+  from steptool_jax.parallel import make_mesh  # noqa: PLC0415
+  from steptool_jax.trainer import policy_init  # noqa: PLC0415
+  mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  return policy_init.policy_of_run(path, len(tokenizer), mesh)
 
 
 def rollout_settings(config: ml_collections.ConfigDict, tokenizer: Any) -> RolloutSettings:
@@ -173,13 +185,10 @@ def build_policy(config: ml_collections.ConfigDict, tokenizer: Any, policy: Poli
                      f"max_position_embeddings ({policy.config.max_position_embeddings})")
   sampling = SamplingConfig(max_new_tokens=config.data.max_response_len, temperature=config.eval.temperature,
                             top_p=config.eval.top_p, pad_id=tokenizer.pad_token_id or 0)
-  eos_ids = tuple(policy.config.eos_token_ids) or ((tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None
-                                                   else ())
-  return model_policy(policy, tokenizer, action_stops(tokenizer, config.env.template, eos_ids), sampling,
-                      jax.random.key(config.eval.seed), template=config.env.template,
-                      max_batch=config.eval.batch_size,
-                      widths=width_buckets(config.data.max_context_len, config.eval.width_bucket),
-                      use_lora=config.policy.use_lora)
+  stops = action_stops(tokenizer, config.env.template, policy.config.eos_token_ids)
+  return model_policy(policy, tokenizer, stops, sampling, jax.random.key(config.eval.seed),
+                      template=config.env.template, max_batch=config.eval.batch_size,
+                      widths=width_buckets(config.data.max_context_len, config.eval.width_bucket))
 
 
 # Names written for intermediate calls that have none a reader accepts: an action without a
@@ -218,6 +227,7 @@ def write_outputs(output_dir: str | pathlib.Path, evaluation: Evaluation, summar
 
 def run(config: ml_collections.ConfigDict, policy: Policy | None = None) -> dict[str, Any]:
   """Loads what the config names, evaluates, writes the outputs; returns the summary."""
+  config = with_run_settings(config)
   tokenizer = load_policy_tokenizer(config)
   tasks = load_tasks(config)
   if not tasks:
@@ -236,7 +246,7 @@ def run(config: ml_collections.ConfigDict, policy: Policy | None = None) -> dict
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  config = _CONFIG.value
+  config = flags.FLAGS.config
   if config is None:
     raise app.UsageError("--config is required (e.g. --config=configs/evaluate.py)")
   logging.info("config:\n%s", config)
@@ -252,4 +262,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: the benchmark imports this module next to the trainer,
+  # which has a --config flag of its own.
+  config_flags.DEFINE_config_file("config", None, "Evaluation config file (configs/evaluate.py).", lock_config=True)
   app.run(main)

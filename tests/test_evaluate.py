@@ -129,3 +129,26 @@ def test_hf_directory_policy_acts_like_the_policy_it_was_saved_from(tmp_path):
   assert from_dir["episodes"] == in_memory["episodes"] == MAX_BATCH
   # Greedy decoding of the same weights: the same actions, step for step.
   assert (tmp_path / "a" / "answers.json").read_text() == (tmp_path / "b" / "answers.json").read_text()
+
+
+def test_a_run_directory_of_ours_is_evaluated_with_its_own_settings(tmp_path):
+  """One SFT step of configs/tiny.py:sft, then `policy.kind=checkpoint` on its workdir: the
+  run's tokenizer, data pipeline and task split settings replace the evaluation config's."""
+  from steptool_jax import train  # noqa: PLC0415
+  from tests.trainer.fixtures import tiny_run_config  # noqa: PLC0415
+  import jax  # noqa: PLC0415
+  run = tiny_run_config(tmp_path / "cache", "sft", train__num_steps=1, log__tensorboard=False,
+                        data__max_context_len=MAX_CONTEXT_LEN - MAX_NEW_TOKENS, data__max_response_len=MAX_NEW_TOKENS,
+                        data__env__max_steps=2, data__eos_after_actions=True)
+  train.train_and_evaluate(run, tmp_path / "run", devices=jax.devices()[:1])
+  c = config(**{"policy.kind": "checkpoint", "policy.path": str(tmp_path / "run"), "eval.max_episodes": MAX_BATCH,
+                "eval.batch_size": MAX_BATCH, "eval.width_bucket": MAX_CONTEXT_LEN, "output_dir": str(tmp_path / "ev")})
+  settled = evaluate.with_run_settings(c)
+  assert (settled.env.num_tasks, settled.env.max_steps, settled.data.eos_after_actions) == (40, 2, True)
+  assert settled.data.max_context_len == MAX_CONTEXT_LEN - MAX_NEW_TOKENS and settled.tokenizer == "builtin"
+  summary = evaluate.run(c)
+  assert summary["episodes"] == MAX_BATCH and summary["split"] == "validation"
+  tasks = generate_tasks(40, seed=0)["validation"][:MAX_BATCH]
+  trajectories = read_converted_answers(tmp_path / "ev" / "answers.json")
+  assert [t.query_id for t in trajectories] == [t.task_id for t in tasks]
+  assert all(1 <= t.num_steps <= 2 for t in trajectories)

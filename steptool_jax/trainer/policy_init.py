@@ -107,6 +107,23 @@ def _policy_of_run(workdir: str, config: ml_collections.ConfigDict, vocab_size: 
   return Policy(config=policy.config.replace(**_numerics(config)), variables={**policy.variables, "params": params})
 
 
+def run_config(workdir: str | os.PathLike[str]) -> ml_collections.ConfigDict:
+  """The resolved config saved with a run's latest checkpoint."""
+  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+  step = checkpointer.latest_step()
+  if step is None:
+    raise ValueError(f"no checkpoint under {checkpointing.checkpoint_dir(workdir)}")
+  config = ml_collections.ConfigDict(checkpointer.read_config(step))
+  checkpointer.close()
+  return config
+
+
+def policy_of_run(workdir: str | os.PathLike[str], vocab_size: int, mesh: Mesh) -> Policy:
+  """The latest trained policy of one of our runs, adapters merged, in that run's own
+  numerics (evaluation, export)."""
+  return _policy_of_run(os.fspath(workdir), run_config(workdir), vocab_size, mesh)
+
+
 def _starting_policy(config: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh) -> Policy:
   """The policy before this run's own adapters: merged, with a value head."""
   init_from = config.model.init_from
