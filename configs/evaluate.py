@@ -39,6 +39,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.env.tasks_file = ""  # a tasks/{split}.jsonl; overrides num_tasks/seed
   config.env.max_steps = 10
   config.env.template = "toolllama"
+  # The task mix and text (as data.env.* of a training config; see envs.generate.GenerateConfig).
+  config.env.templates = ""
+  config.env.hold_out_templates = True
+  config.env.quote_entities = False
+  config.env.tool_descriptions = True
+  config.env.contribution = "answer_overlap"  # step rewards written to episodes.jsonl
 
   # Must match the data pipeline the policy was trained with.
   config.data = ml_collections.ConfigDict()

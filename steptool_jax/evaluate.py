@@ -46,6 +46,7 @@ from steptool_jax.rollout.episodes import Rollout, run_episodes
 from steptool_jax.rollout.policies import ActionPolicy, model_policy, text_policy, width_buckets
 from steptool_jax.rollout.scripted import expert_writer, give_up_writer
 from steptool_jax.rollout.stopping import action_stops
+from steptool_jax.trainer.env_data import template_names
 
 MODEL_KINDS = ("hf", "checkpoint", "random")
 SCRIPTED_KINDS = ("expert", "give_up")
@@ -78,8 +79,8 @@ def evaluate_policy(tasks: Sequence[Task], policy: ActionPolicy, tokenizer: Any,
   """One episode per task, judged by rules (`settings.group_size` is ignored)."""
   rollouts = tuple(run_episodes(tasks, policy, tokenizer, bos_id=settings.bos_id,
                                 max_context_len=settings.max_context_len, env_config=settings.env))
-  judgements = tuple(judge.judge(r.task, r.episode.trajectory(), alpha=settings.alpha, threshold=settings.threshold)
-                     for r in rollouts)
+  judgements = tuple(judge.judge(r.task, r.episode.trajectory(), alpha=settings.alpha, threshold=settings.threshold,
+                                 contribution=settings.contribution) for r in rollouts)
   scores = [metrics_lib.EpisodeScore.from_judgement(j, template=r.task.template, steps=r.num_steps)
             for r, j in zip(rollouts, judgements)]
   return Evaluation(rollouts=rollouts, judgements=judgements, metrics=metrics_lib.evaluation_metrics(scores))
@@ -97,7 +98,9 @@ def load_tasks(config: ml_collections.ConfigDict) -> list[Task]:
     with open(config.env.tasks_file, encoding="utf-8") as f:
       tasks = [Task.from_json(json.loads(line)) for line in f if line.strip()]
   else:
-    tasks = list(generate_tasks(config.env.num_tasks, config.env.seed)[split])
+    tasks = list(generate_tasks(config.env.num_tasks, config.env.seed, quote_entities=config.env.quote_entities,
+                                templates=template_names(config.env.templates) or None,
+                                hold_out_templates=config.env.hold_out_templates)[split])
   if config.eval.max_episodes < 0:
     raise ValueError(f"eval.max_episodes: expected >= 0 (0 = all), found {config.eval.max_episodes}")
   return tasks[:config.eval.max_episodes] if config.eval.max_episodes else tasks
@@ -119,7 +122,8 @@ def with_run_settings(config: ml_collections.ConfigDict) -> ml_collections.Confi
   for name in ("max_context_len", "max_response_len", "add_bos", "eos_after_actions"):
     config.data[name] = trained.data[name]
   config.env.template = trained.data.template
-  for name in ("num_tasks", "seed", "max_steps"):
+  for name in ("num_tasks", "seed", "max_steps", "templates", "hold_out_templates", "quote_entities",
+               "tool_descriptions", "contribution"):
     config.env[name] = trained.data.env[name]
   return config
 
@@ -164,7 +168,9 @@ def rollout_settings(config: ml_collections.ConfigDict, tokenizer: Any) -> Rollo
       raise ValueError("data.add_bos: the tokenizer has no BOS token; set data.add_bos=False")
   return RolloutSettings(
       bos_id=bos_id, max_context_len=config.data.max_context_len, max_response_len=config.data.max_response_len,
-      env=env.EnvConfig(max_steps=config.env.max_steps, template=config.env.template))
+      env=env.EnvConfig(max_steps=config.env.max_steps, template=config.env.template,
+                        tool_descriptions=config.env.tool_descriptions),
+      contribution=config.env.contribution)
 
 
 def build_policy(config: ml_collections.ConfigDict, tokenizer: Any, policy: Policy | None = None) -> ActionPolicy:

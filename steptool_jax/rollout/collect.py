@@ -35,6 +35,7 @@ class RolloutSettings:
   env: env.EnvConfig = env.EnvConfig()
   alpha: float = 1.0  # rule annotator: weight of SuccCalling
   threshold: float = 0.3  # rule annotator: LCS coverage that counts as a Contribution
+  contribution: str = "answer_overlap"  # envs.judge: answer_overlap | reference
 
   def __post_init__(self):
     if self.group_size < 1:
@@ -86,8 +87,8 @@ def collect(tasks: Sequence[Task], policy: ActionPolicy, tokenizer: Any, setting
   repeated, groups = grouped(tasks, settings.group_size)
   rollouts = run_episodes(repeated, policy, tokenizer, bos_id=settings.bos_id,
                           max_context_len=settings.max_context_len, env_config=settings.env, groups=groups)
-  judgements = tuple(judge.judge(r.task, r.episode.trajectory(), alpha=settings.alpha, threshold=settings.threshold)
-                     for r in rollouts)
+  judgements = tuple(judge.judge(r.task, r.episode.trajectory(), alpha=settings.alpha, threshold=settings.threshold,
+                                 contribution=settings.contribution) for r in rollouts)
   examples = []
   for rollout, verdict in zip(rollouts, judgements):
     example, logp = tokenized_example(rollout, verdict.step_rewards, bos_id=settings.bos_id,

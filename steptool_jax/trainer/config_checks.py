@@ -23,9 +23,12 @@ from steptool_jax.models.policy import abstract_variables
 from steptool_jax.models.pretrained import variable_shardings
 from steptool_jax.parallel.mesh import resolve_axis_sizes
 from steptool_jax.parallel.rules import MESH_AXES
+from steptool_jax.envs.judge import CONTRIBUTIONS
+from steptool_jax.envs.tasks import TEMPLATES
 from steptool_jax.rl.gae import MODES
 from steptool_jax.rl.kl import KL_PENALTIES
 from steptool_jax.trainer.defaults import base_config
+from steptool_jax.trainer.env_data import template_names
 
 ALGORITHMS = ("ppo", "sft")
 GRANULARITIES = ("step", "final", "summed")
@@ -228,6 +231,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
   _positive(config, "data.env.num_tasks")
   _expect(0.0 <= config.data.env.mistake_rate <= 1.0, "data.env.mistake_rate",
           f"expected a probability in [0, 1], found {config.data.env.mistake_rate!r}")
+  _one_of(config, "data.env.contribution", CONTRIBUTIONS)
+  _one_of(config, "data.sft_loss_on", ("actions", "dialogue"))
+  unknown_templates = sorted(set(template_names(config.data.env.templates)) - set(TEMPLATES))
+  _expect(not unknown_templates, "data.env.templates",
+          f"unknown templates {unknown_templates}; expected some of {sorted(TEMPLATES)}")
   if config.data.train_path:
     path = pathlib.Path(os.path.expanduser(config.data.train_path))
     _expect(path.is_file(), "data.train_path", f"expected a data file, found nothing at {path}")

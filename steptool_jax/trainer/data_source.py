@@ -34,7 +34,6 @@ from jax.sharding import Mesh, NamedSharding
 
 from steptool_jax.data.batching import bucket_length, collate_sft, collate_step_grained, length_buckets
 from steptool_jax.data.pipeline import TokenizedDataset, tokenized_sft_dataset, tokenized_step_grained_dataset
-from steptool_jax.envs.generate import GenerateConfig
 from steptool_jax.parallel.sharding import spec_sharding
 from steptool_jax.trainer import env_data
 from steptool_jax.trainer.online_source import make_online_source
@@ -146,12 +145,20 @@ def _step_grained_collate(pad_id: int, max_steps: int) -> Callable[[list[Mapping
   return collate
 
 
-def _sft_collate(pad_id: int) -> Callable[[list[Mapping[str, Any]], int, int], Batch]:
+def _sft_collate(pad_id: int, loss_on: str = "actions") -> Callable[[list[Mapping[str, Any]], int, int], Batch]:
+  """`loss_on="dialogue"`: every real token is a target (a language model of the whole
+  dialogue: a model trained from scratch also learns from the observations, which repeat
+  the arguments of the calls, and from the queries); `"actions"`: the assistant actions only."""
   def collate(examples: list[Mapping[str, Any]], width: int, rows: int) -> Batch:
     if examples:
-      return collate_sft(examples, pad_id=pad_id, length_buckets=(width,), batch_size=rows)
-    return {"input_ids": _filled(rows, width, pad_id), "attention_mask": _filled(rows, width, 0),
-            "loss_mask": _filled(rows, width, 0)}
+      batch = collate_sft(examples, pad_id=pad_id, length_buckets=(width,), batch_size=rows)
+    else:
+      tokens = lambda fill: np.full((rows, width), fill, np.int32)
+      batch = {"input_ids": tokens(pad_id), "attention_mask": tokens(0), "loss_mask": tokens(0)}
+    if loss_on == "dialogue":
+      batch["loss_mask"] = batch["attention_mask"].copy()
+      batch["loss_mask"][:, 0] = 0  # position 0 has no predecessor to be predicted from
+    return batch
   return collate
 
 
@@ -159,10 +166,7 @@ def data_file(config: ml_collections.ConfigDict, cache_dir: pathlib.Path) -> pat
   """The configured data file, or the built-in environment's (generated on first use)."""
   if config.data.train_path:
     return pathlib.Path(os.path.expanduser(config.data.train_path))
-  env = config.data.env
-  generated = env_data.ensure_env_data(cache_dir, GenerateConfig(
-      num_tasks=env.num_tasks, seed=env.seed, mistake_rate=env.mistake_rate, template=config.data.template,
-      max_steps=env.max_steps, build_tfds=False))
+  generated = env_data.ensure_env_data(cache_dir, env_data.generate_config(config))
   return env_data.sft_file(generated) if config.algorithm == "sft" else env_data.step_grained_file(generated)
 
 
@@ -202,7 +206,7 @@ def make_data_source(config: ml_collections.ConfigDict, tokenizer: Any, *, cache
   buckets = length_buckets(max_len, min_len=min(config.data.min_bucket_len, max_len))
   counters: dict[str, Any] = {"path": str(path), **tokenized.counters}
   if config.algorithm == "sft":
-    collate = _sft_collate(pad_id)
+    collate = _sft_collate(pad_id, config.data.sft_loss_on)
   else:
     most_steps = int(np.max(dataset.data.column("num_steps").to_numpy()))
     max_steps = config.data.max_steps or most_steps

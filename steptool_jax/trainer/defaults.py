@@ -55,11 +55,18 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.add_bos = True
   config.data.eos_after_actions = False
   config.data.skip_invalid = False
+  config.data.sft_loss_on = "actions"  # actions | dialogue (SFT: which tokens are targets)
   config.data.env = ml_collections.ConfigDict()
   config.data.env.num_tasks = 200
   config.data.env.seed = 0
   config.data.env.mistake_rate = 0.3
   config.data.env.max_steps = 10
+  config.data.env.templates = ""  # comma-separated task templates ("" = all twelve)
+  config.data.env.hold_out_templates = True  # False: no template is kept for the test split only
+  config.data.env.quote_entities = False  # cities and days in quotes in the queries (as in the JSON calls)
+  config.data.env.tool_descriptions = True  # False: the system prompt lists function signatures only
+  config.data.env.thoughts = True  # False: the expert writes no Thought lines
+  config.data.env.contribution = "answer_overlap"  # answer_overlap | reference (envs.judge)
 
   # Where PPO batches come from: fixed step-grained data (offline), or episodes the current
   # policy plays in the built-in environment (online: the train split of

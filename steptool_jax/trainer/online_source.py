@@ -26,14 +26,14 @@ import ml_collections
 import numpy as np
 
 from steptool_jax.data.batching import bucket_length, length_buckets
-from steptool_jax.envs import episode as env
-from steptool_jax.envs.tasks import Task, generate_tasks
+from steptool_jax.envs.tasks import Task
 from steptool_jax.models.config import LoraConfig, ModelConfig
 from steptool_jax.models.generate import SamplingConfig
 from steptool_jax.models.policy import Policy
 from steptool_jax.rollout.collect import RolloutSettings, collect
 from steptool_jax.rollout.policies import model_policy, width_buckets
 from steptool_jax.rollout.stopping import ActionStops, action_stops
+from steptool_jax.trainer.env_data import generate_config
 
 Batch = dict[str, np.ndarray]
 Collate = Callable[[list[Mapping[str, Any]], int, int], Batch]
@@ -115,8 +115,9 @@ class OnlineSource:
 def make_online_source(config: ml_collections.ConfigDict, tokenizer: Any, *, collate: Collate,
                        local_rows: slice) -> OnlineSource:
   """The online source of a PPO run (bind the model with `for_model` before the first batch)."""
-  data, rollout, env_settings = config.data, config.rollout, config.data.env
-  tasks = generate_tasks(env_settings.num_tasks, env_settings.seed)["train"]
+  data, rollout = config.data, config.rollout
+  environment = generate_config(config)
+  tasks = environment.tasks()["train"]
   bos_id = None
   if data.add_bos:
     bos_id = tokenizer.bos_token_id
@@ -124,13 +125,13 @@ def make_online_source(config: ml_collections.ConfigDict, tokenizer: Any, *, col
       raise ValueError("data.add_bos: the tokenizer has no BOS token; set data.add_bos=False")
   settings = RolloutSettings(bos_id=bos_id, max_context_len=data.max_context_len,
                              max_response_len=data.max_response_len, group_size=rollout.group_size,
-                             env=env.EnvConfig(max_steps=env_settings.max_steps, template=data.template))
+                             env=environment.env_config, contribution=environment.contribution)
   sampling = SamplingConfig(max_new_tokens=data.max_response_len, temperature=rollout.temperature,
                             top_p=rollout.top_p, pad_id=tokenizer.pad_token_id or 0)
   max_len = data.max_context_len + data.max_response_len
   # Every action of an episode is a step: data.env.max_steps step slots fit every row.
   counters = {"source": "online", "tasks": len(tasks), "group_size": rollout.group_size,
-              "max_steps": env_settings.max_steps}
+              "max_steps": environment.max_steps}
   return OnlineSource(
       tasks=tasks, tokenizer=tokenizer, settings=settings, sampling=sampling,
       stops=action_stops(tokenizer, data.template), template=data.template, batch_size=config.batch.size,

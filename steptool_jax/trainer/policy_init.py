@@ -35,6 +35,9 @@ from steptool_jax.trainer import checkpointing
 from steptool_jax.trainer.config_checks import check_model_fits_mesh
 from steptool_jax.trainer.optimizer import trainable_collections
 
+# Presets without a vocabulary of their own: sized to the run's tokenizer.
+TOKENIZER_SIZED_PRESETS = ("tiny", "tiny_wide")
+
 # Fold-in constants that split the run's seed into independent streams.
 INIT_STREAM, LORA_STREAM, RUN_STREAM = 0, 1, 2
 
@@ -53,9 +56,9 @@ def _numerics(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def random_model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
-  """The architecture of a random init; the tiny preset takes the tokenizer's vocabulary."""
+  """The architecture of a random init; the tiny presets take the tokenizer's vocabulary."""
   overrides = _numerics(config)
-  if config.model.preset == "tiny":
+  if config.model.preset in TOKENIZER_SIZED_PRESETS:
     overrides["vocab_size"] = vocab_size
   return preset(config.model.preset, **overrides)
 
