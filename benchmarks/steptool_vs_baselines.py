@@ -44,7 +44,7 @@ from steptool_jax import evaluate, train  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SPLITS = ("validation", "test")
-METRICS = ("pass_rate", "solved_rate", "tool_recall", "failed_call_rate", "steps")
+METRICS = ("pass_rate", "solved_rate", "useful_call_rate", "failed_call_rate", "steps")
 LABELS = {"sft": "SFT (start of every PPO run)", "ppo_final": "PPO, final reward (baseline)",
           "steptool": "StepTool", "no_step_reward": "StepTool w/o step-grained reward",
           "no_step_optimisation": "StepTool w/o step-grained optimisation"}
@@ -69,21 +69,32 @@ def finished(workdir: pathlib.Path, steps: int) -> bool:
   return bool(lines) and json.loads(lines[-1]).get("step", 0) >= steps
 
 
-def run_training(config: Any, workdir: pathlib.Path) -> float:
-  """Trains (or resumes) in `workdir`; returns the seconds it took."""
+def run_training(config: Any, workdir: pathlib.Path, timings: dict[str, float], name: str) -> None:
+  """Trains (or resumes) in `workdir`, recording the seconds it took; a finished run is
+  left as it is (its first timing stands)."""
+  steps = config.train.num_steps
+  if name in timings and finished(workdir, steps):
+    return
   start = time.perf_counter()
   train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
-  return time.perf_counter() - start
+  timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
 def evaluate_run(workdir: pathlib.Path, split: str, episodes: int, out: pathlib.Path) -> dict[str, Any]:
-  """Greedy evaluation of a run's last checkpoint (cached in `out`)."""
+  """Greedy evaluation of a run's last checkpoint (cached in `out`), plus the share of
+  intermediate calls that were useful (reference Contribution: reward 1.0)."""
   if (out / "metrics.json").is_file():
-    return json.loads((out / "metrics.json").read_text())["summary"]
-  config = set_fields(evaluate_config.get_config(), {
-      "policy.kind": "checkpoint", "policy.path": str(workdir), "eval.split": split,
-      "eval.max_episodes": episodes, "eval.batch_size": 32, "output_dir": str(out)})
-  return evaluate.run(config)
+    summary = json.loads((out / "metrics.json").read_text())["summary"]
+  else:
+    config = set_fields(evaluate_config.get_config(), {
+        "policy.kind": "checkpoint", "policy.path": str(workdir), "eval.split": split,
+        "eval.max_episodes": episodes, "eval.batch_size": 32, "output_dir": str(out)})
+    summary = evaluate.run(config)
+  calls = [r for line in (out / "episodes.jsonl").read_text().splitlines()
+           for e in [json.loads(line)] for r in e["step_rewards"][:len(e["succ_calling"])]]
+  summary["useful_call_rate"] = sum(r == 1.0 for r in calls) / len(calls) if calls else None
+  summary["useful_call_rate_ci"] = [None, None]
+  return summary
 
 
 def ppo_curve(workdir: pathlib.Path) -> list[tuple[int, float]]:
@@ -112,12 +123,14 @@ def across_seeds(values: Sequence[float]) -> tuple[float, float]:
 def fmt(mean: float, half: float, scale: float = 100.0, digits: int = 1) -> str:
   if math.isnan(mean):
     return "–"
+  if math.isnan(half):
+    return f"{mean * scale:.{digits}f}"
   return f"{mean * scale:.{digits}f} ± {half * scale:.{digits}f}"
 
 
 def results_table(results: dict[str, Any], methods: Sequence[str]) -> str:
   """Markdown: one row per method, pass rate / solved / recall / failed calls / steps per split."""
-  header = ["method"] + [f"{split} {name}" for split in SPLITS for name in ("pass rate", "solved", "tool recall",
+  header = ["method"] + [f"{split} {name}" for split in SPLITS for name in ("pass rate", "solved", "useful calls",
                                                                             "failed calls", "steps")]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for method in ("sft",) + tuple(methods):
@@ -129,7 +142,7 @@ def results_table(results: dict[str, Any], methods: Sequence[str]) -> str:
           summary = runs[0]
           low, high = summary[f"{name}_ci"]
           mean = summary[name]
-          half = math.nan if mean is None else (high - low) / 2
+          half = math.nan if mean is None or low is None else (high - low) / 2
           mean = math.nan if mean is None else mean
         else:
           mean, half = across_seeds([r[name] for r in runs])
@@ -172,13 +185,17 @@ def main() -> None:
   parser.add_argument("--set", action="append", default=[], help="PPO config override a.b=value (repeatable)")
   parser.add_argument("--sft_set", action="append", default=[], help="SFT config override a.b=value (repeatable)")
   args = parser.parse_args()
-  logging.set_verbosity(logging.WARNING)
+  logging.set_verbosity(logging.ERROR)  # Orbax warns on every read-only restore
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   seeds = [int(s) for s in args.seeds.split(",")]
   methods = [m for m in args.methods.split(",") if m]
   started = time.perf_counter()
-  timings: dict[str, float] = {}
+  timings_file = out / "timings.json"
+  timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+
+  def save_timings() -> None:
+    timings_file.write_text(json.dumps(timings, indent=1))
 
   def parse(pairs: Sequence[str]) -> dict[str, Any]:
     parsed = {}
@@ -191,7 +208,8 @@ def main() -> None:
   sft_config = set_fields(experiment.get_config("sft"), {**smoke_sft, **parse(args.sft_set)})
   sft_dir = out / "sft"
   print(f"[{time.perf_counter() - started:6.0f}s] SFT -> {sft_dir}", flush=True)
-  timings["sft"] = run_training(sft_config, sft_dir)
+  run_training(sft_config, sft_dir, timings, "sft")
+  save_timings()
   episodes = 8 if args.smoke else (args.episodes or experiment.EVAL_EPISODES)
 
   results: dict[str, Any] = {"sft": {split: [evaluate_run(sft_dir, split, episodes, out / "eval" / "sft" / split)]
@@ -206,7 +224,8 @@ def main() -> None:
       workdir = out / f"{method}-seed{seed}"
       config = set_fields(experiment.get_config(method), {**smoke_ppo, **parse(args.set), "seed": seed,
                                                           "model.init_from": str(sft_dir)})
-      timings[f"{method}-seed{seed}"] = run_training(config, workdir)
+      run_training(config, workdir, timings, workdir.name)
+      save_timings()
       for split in SPLITS:
         results[method][split].append(evaluate_run(workdir, split, episodes, out / "eval" / workdir.name / split))
       curves[method].append(ppo_curve(workdir))

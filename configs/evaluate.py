@@ -45,6 +45,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.env.quote_entities = False
   config.env.tool_descriptions = True
   config.env.contribution = "answer_overlap"  # step rewards written to episodes.jsonl
+  config.env.alpha = 1.0
 
   # Must match the data pipeline the policy was trained with.
   config.data = ml_collections.ConfigDict()

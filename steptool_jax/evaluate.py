@@ -123,8 +123,9 @@ def with_run_settings(config: ml_collections.ConfigDict) -> ml_collections.Confi
     config.data[name] = trained.data[name]
   config.env.template = trained.data.template
   for name in ("num_tasks", "seed", "max_steps", "templates", "hold_out_templates", "quote_entities",
-               "tool_descriptions", "contribution"):
-    config.env[name] = trained.data.env[name]
+               "tool_descriptions", "contribution", "alpha"):
+    if name in trained.data.env:  # runs saved before a field existed keep the default
+      config.env[name] = trained.data.env[name]
   return config
 
 
@@ -170,7 +171,7 @@ def rollout_settings(config: ml_collections.ConfigDict, tokenizer: Any) -> Rollo
       bos_id=bos_id, max_context_len=config.data.max_context_len, max_response_len=config.data.max_response_len,
       env=env.EnvConfig(max_steps=config.env.max_steps, template=config.env.template,
                         tool_descriptions=config.env.tool_descriptions),
-      contribution=config.env.contribution)
+      contribution=config.env.contribution, alpha=config.env.alpha)
 
 
 def build_policy(config: ml_collections.ConfigDict, tokenizer: Any, policy: Policy | None = None) -> ActionPolicy:

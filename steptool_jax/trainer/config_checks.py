@@ -233,6 +233,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
           f"expected a probability in [0, 1], found {config.data.env.mistake_rate!r}")
   _one_of(config, "data.env.contribution", CONTRIBUTIONS)
   _one_of(config, "data.sft_loss_on", ("actions", "dialogue"))
+  _positive(config, "data.env.alpha", allow_zero=True)
   unknown_templates = sorted(set(template_names(config.data.env.templates)) - set(TEMPLATES))
   _expect(not unknown_templates, "data.env.templates",
           f"unknown templates {unknown_templates}; expected some of {sorted(TEMPLATES)}")

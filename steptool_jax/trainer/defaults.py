@@ -67,6 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.env.tool_descriptions = True  # False: the system prompt lists function signatures only
   config.data.env.thoughts = True  # False: the expert writes no Thought lines
   config.data.env.contribution = "answer_overlap"  # answer_overlap | reference (envs.judge)
+  config.data.env.alpha = 1.0  # step reward (alpha SuccCalling + Contribution) / (alpha + 1); the paper's 1
 
   # Where PPO batches come from: fixed step-grained data (offline), or episodes the current
   # policy plays in the built-in environment (online: the train split of

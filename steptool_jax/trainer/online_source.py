@@ -125,7 +125,8 @@ def make_online_source(config: ml_collections.ConfigDict, tokenizer: Any, *, col
       raise ValueError("data.add_bos: the tokenizer has no BOS token; set data.add_bos=False")
   settings = RolloutSettings(bos_id=bos_id, max_context_len=data.max_context_len,
                              max_response_len=data.max_response_len, group_size=rollout.group_size,
-                             env=environment.env_config, contribution=environment.contribution)
+                             env=environment.env_config, contribution=environment.contribution,
+                             alpha=environment.alpha, threshold=environment.threshold)
   sampling = SamplingConfig(max_new_tokens=data.max_response_len, temperature=rollout.temperature,
                             top_p=rollout.top_p, pad_id=tokenizer.pad_token_id or 0)
   max_len = data.max_context_len + data.max_response_len
