@@ -30,7 +30,8 @@ from ml_collections import config_flags
 from steptool_jax.parallel import make_mesh, replicated, sharding_context, spec_sharding
 from steptool_jax.rl.kl_controller import adaptive_kl_controller, fixed_kl_controller
 from steptool_jax.trainer import checkpointing, config_checks, distributed, flops, loop, optimizer, policy_init
-from steptool_jax.trainer.data_source import BATCH_AXES, SFT_KEYS, STEP_GRAINED_KEYS, make_data_source
+from steptool_jax.trainer.data_source import BATCH_AXES, batch_keys, make_data_source
+from steptool_jax.trainer.online_source import OnlineSource
 from steptool_jax.trainer.metrics import MetricsWriter
 from steptool_jax.trainer.ppo_update import PPOSettings, make_ppo_update
 from steptool_jax.trainer.preemption import sigterm_flag
@@ -96,6 +97,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   # --- Policy --------------------------------------------------------------------------------
   policy = policy_init.initial_policy(config, len(tokenizer), mesh)
   model_config, lora = policy.config, policy.lora
+  if isinstance(source, OnlineSource):  # rollouts generate with the policy's architecture
+    source = source.for_model(model_config, lora)
   logging.info("policy: %.1fM parameters, LoRA %s", model_config.num_params() / 1e6, lora)
 
   # --- Train state ---------------------------------------------------------------------------
@@ -124,8 +127,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   else:
     update = make_sft_update(model_config, lora, SFTSettings.from_config(config), tx, trainable_keys)
     step_flops = functools.partial(flops.sft_step_flops, model_config, lora, rows=config.batch.size)
-  batch_keys = SFT_KEYS if config.algorithm == "sft" else STEP_GRAINED_KEYS
-  batch_shardings = {key: spec_sharding(BATCH_AXES[key], mesh) for key in batch_keys}
+  batch_shardings = {key: spec_sharding(BATCH_AXES[key], mesh) for key in batch_keys(config)}
   update = jax.jit(update, in_shardings=(shardings, batch_shardings, replicated(mesh)),
                    out_shardings=(shardings, replicated(mesh)), donate_argnums=(0,))
 

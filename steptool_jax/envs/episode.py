@@ -40,14 +40,15 @@ AFTER_DONE = "after_done"  # an action sent to a finished episode: ignored
 class EnvConfig:
   """Episode limits and rendering.
 
-  `max_steps` counts every action, Finish included. `system_prompt=None` uses
-  `system_prompt(task)` below.
+  `max_steps` counts every action, Finish included. `tool_descriptions=False` lists the
+  offered functions with their arguments only (a shorter prompt for a tiny model).
   """
 
   max_steps: int = 10
   max_action_chars: int = react.MAX_ACTION_CHARS
   max_argument_chars: int = react.MAX_ARGUMENT_CHARS
   template: str = "toolllama"
+  tool_descriptions: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +94,9 @@ class Episode:
                       calls=self.calls, finish=self.finish, method=METHOD)
 
 
-def system_prompt(task: Task) -> str:
-  """The environment's system text: how to act, and each offered function with its arguments."""
+def system_prompt(task: Task, *, tool_descriptions: bool = True) -> str:
+  """The environment's system text: how to act, and each offered function with its arguments
+  (and its description, unless `tool_descriptions=False`)."""
   lines = ["You are an assistant that answers the user by calling functions. At each step write "
            "'Thought:', then 'Action:' with one function name and 'Action Input:' with its "
            "arguments as a JSON object. End with Finish.", "Functions:"]
@@ -102,7 +104,7 @@ def system_prompt(task: Task) -> str:
     properties = tool.parameters.get("properties", {})
     required = set(tool.parameters.get("required", ()))
     args = ", ".join(name if name in required else f"{name}?" for name in properties)
-    lines.append(f"- {tool.name}({args}): {tool.description}")
+    lines.append(f"- {tool.name}({args}): {tool.description}" if tool_descriptions else f"- {tool.name}({args})")
   return "\n".join(lines)
 
 
@@ -111,7 +113,8 @@ def _prompt(episode: Episode) -> str:
   placeholder = ToolCall(name=FINISH, arguments="{}")  # only prompts are used; any final action works
   trajectory = dataclasses.replace(episode.trajectory(), finish=placeholder)
   prompts, _ = render.render_steps(trajectory, episode.config.template,
-                                   system_prompt=system_prompt(episode.task))
+                                   system_prompt=system_prompt(episode.task,
+                                                               tool_descriptions=episode.config.tool_descriptions))
   return prompts[len(episode.calls)]
 
 

@@ -356,9 +356,18 @@ def _succeeded(observation: str) -> tuple[bool, Any]:
   return (not error and isinstance(response, dict)), response
 
 
+def without_thought(action: str) -> str:
+  """The action without its leading `Thought: ...` line (the expert's thoughts are one line)."""
+  return action.split("\n", 1)[1] if action.startswith("Thought: ") and "\n" in action else action
+
+
 def run_expert(task: Task, *, mistakes: Mistakes = Mistakes(), seed: int = 0,
-               config: env.EnvConfig = env.EnvConfig(), tables: Tables | None = None) -> ExpertRun:
-  """Plays one episode of `task`. Deterministic in (`task.task_id`, `seed`, `mistakes`)."""
+               config: env.EnvConfig = env.EnvConfig(), tables: Tables | None = None,
+               thoughts: bool = True) -> ExpertRun:
+  """Plays one episode of `task`. Deterministic in (`task.task_id`, `seed`, `mistakes`).
+
+  `thoughts=False` writes bare `Action` / `Action Input` actions (shorter episodes for a
+  tiny model; the decisions and mistakes are the same)."""
   tables = tables or load_tables()
   seen, _ = tasks.entity_pools(tables)
   rng = random.Random(f"steptool-env-expert:{seed}:{task.task_id}")
@@ -401,6 +410,8 @@ def run_expert(task: Task, *, mistakes: Mistakes = Mistakes(), seed: int = 0,
       action = _finish(_GIVE_UP_ANSWER, give_up=True)
     if kind is not None:
       made.append(kind)
+    if not thoughts:
+      action = without_thought(action)
     episode, result = env.step(episode, action)
     ok, response = _succeeded(result.observation)
     if planned and ok:

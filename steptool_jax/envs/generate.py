@@ -38,8 +38,11 @@ from steptool_jax.envs.tasks import SPLITS, Task, generate_tasks
 @dataclasses.dataclass(frozen=True)
 class GenerateConfig:
   """What to generate. `mistake_rate` is the expert's per-decision mistake probability;
-  `alpha` and `threshold` go to the rule annotator; `sft_only_solved` keeps only Solved
-  episodes as SFT conversations (the step-grained data keeps every episode)."""
+  `alpha`, `threshold` and `contribution` go to the rule judge; `sft_only_solved` keeps only
+  Solved episodes as SFT conversations (the step-grained data keeps every episode).
+  `templates` (default: all), `hold_out_templates`, `quote_entities`, `tool_descriptions` and `thoughts` shape
+  the task mix and the text (see `tasks.generate_tasks`, `episode.EnvConfig`,
+  `expert.run_expert`)."""
 
   num_tasks: int = 1000
   seed: int = 0
@@ -50,6 +53,20 @@ class GenerateConfig:
   threshold: float = 0.3
   sft_only_solved: bool = True
   build_tfds: bool = True
+  templates: tuple[str, ...] = ()
+  hold_out_templates: bool = True
+  quote_entities: bool = False
+  tool_descriptions: bool = True
+  thoughts: bool = True
+  contribution: str = "answer_overlap"
+
+  @property
+  def env_config(self) -> env.EnvConfig:
+    return env.EnvConfig(max_steps=self.max_steps, template=self.template, tool_descriptions=self.tool_descriptions)
+
+  def tasks(self) -> dict[str, tuple[Task, ...]]:
+    return generate_tasks(self.num_tasks, self.seed, templates=self.templates or None,
+                          hold_out_templates=self.hold_out_templates, quote_entities=self.quote_entities)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,11 +84,12 @@ class Example:
 
 def roll_out(tasks: Iterable[Task], config: GenerateConfig) -> list[Example]:
   mistakes = expert.Mistakes(rate=config.mistake_rate)
-  env_config = env.EnvConfig(max_steps=config.max_steps, template=config.template)
   examples = []
   for task in tasks:
-    run = expert.run_expert(task, mistakes=mistakes, seed=config.seed, config=env_config)
-    verdict = judge.judge(task, run.episode.trajectory(), alpha=config.alpha, threshold=config.threshold)
+    run = expert.run_expert(task, mistakes=mistakes, seed=config.seed, config=config.env_config,
+                            thoughts=config.thoughts)
+    verdict = judge.judge(task, run.episode.trajectory(), alpha=config.alpha, threshold=config.threshold,
+                          contribution=config.contribution)
     examples.append(Example(task, run, verdict))
   return examples
 
@@ -79,7 +97,7 @@ def roll_out(tasks: Iterable[Task], config: GenerateConfig) -> list[Example]:
 def step_grained_row(example: Example, template: str) -> StepGrainedRow:
   """The TSV row of an episode: its prompts and actions, and the rule-shaped step rewards."""
   prompts, responses = render.render_steps(example.trajectory, template,
-                                           system_prompt=env.system_prompt(example.task))
+                                           system_prompt=_system_prompt(example))
   rewards = example.judgement.step_rewards
   if len(rewards) != len(responses):
     raise AssertionError(f"{example.task.task_id}: {len(rewards)} rewards for {len(responses)} steps")
@@ -87,7 +105,12 @@ def step_grained_row(example: Example, template: str) -> StepGrainedRow:
 
 
 def sft_conversation(example: Example) -> Conversation:
-  return render.trajectory_conversation(example.trajectory, system_prompt=env.system_prompt(example.task))
+  return render.trajectory_conversation(example.trajectory, system_prompt=_system_prompt(example))
+
+
+def _system_prompt(example: Example) -> str:
+  """The system text the episode was played with."""
+  return env.system_prompt(example.task, tool_descriptions=example.run.episode.config.tool_descriptions)
 
 
 def _write_jsonl(path: pathlib.Path, records: Iterable[Any]) -> int:
@@ -150,7 +173,7 @@ def generate(out_dir: str | pathlib.Path, config: GenerateConfig = GenerateConfi
   out = pathlib.Path(out_dir)
   for sub in ("tasks", "episodes", "answers", "step_grained", "sft"):
     (out / sub).mkdir(parents=True, exist_ok=True)
-  splits = generate_tasks(config.num_tasks, config.seed)
+  splits = config.tasks()
   summary: dict[str, Any] = {"config": dataclasses.asdict(config), "splits": {}}
   for split in SPLITS:
     summary["splits"][split] = _write_split(out, split, roll_out(splits[split], config), config)

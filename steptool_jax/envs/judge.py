@@ -6,6 +6,16 @@ all) -> Unsolved. A numeric fact is present when a number in the answer states i
 or correctly rounded (the tools print rounded values; an agent may round again); a text
 fact when it appears case- and accent-insensitively as whole words. Intermediate steps get SuccCalling and Contribution
 from the foundation's rule annotator.
+
+Contribution, two ways (`contribution=`):
+- `"answer_overlap"` (default, the foundation's rule): the observation's words overlap the
+  final answer (LCS coverage >= threshold). It measures consistency with the answer, not
+  correctness: a call for the wrong city whose result the answer then repeats counts fully,
+  and so does a redundant repeat of a useful call.
+- `"reference"`: the call obtained an observation the task's reference solution (the
+  mistake-free scripted expert) obtains, and no earlier call of the episode obtained it
+  already. Wrong-entity calls, distractors and repeats get no Contribution, closer to what
+  the paper's LLM judge rates ("did this step contribute to solving the task?").
 """
 
 from __future__ import annotations
@@ -15,11 +25,16 @@ import re
 import statistics
 from typing import Iterable, Mapping, Sequence
 
+import json
+
 from steptool_jax.data.records import AnswerStatus, Trajectory
 from steptool_jax.envs.tables import normalize_name
 from steptool_jax.envs.tasks import Task
 from steptool_jax.rewards import rules
 from steptool_jax.rewards.is_solved import IsSolvedSource
+from steptool_jax.rewards.shaping import step_reward
+
+CONTRIBUTIONS = ("answer_overlap", "reference")
 
 # A number: digits with optional thousands separators and decimals, not glued to a word
 # (so the 317 in the flight number AZ317 is not read as a number).
@@ -100,12 +115,52 @@ class Judgement:
     return self.status is AnswerStatus.SOLVED
 
 
-def judge(task: Task, trajectory: Trajectory, *, alpha: float = 1.0, threshold: float = 0.3
-          ) -> Judgement:
+def _payload(observation: str) -> str | None:
+  """The observation's `response` as canonical JSON, or None for a failed call."""
+  if not rules.succ_calling(observation):
+    return None
+  try:
+    return json.dumps(json.loads(observation).get("response"), sort_keys=True)
+  except (ValueError, AttributeError):
+    return None
+
+
+def reference_contributions(task: Task, trajectory: Trajectory) -> tuple[int, ...]:
+  """Per intermediate call, 1 when it obtained an observation of the task's reference
+  solution that no earlier call of the trajectory obtained, else 0."""
+  from steptool_jax.envs.expert import run_expert  # noqa: PLC0415 (the expert imports the episode API)
+  reference = run_expert(task).episode.calls
+  remaining = [payload for payload in (_payload(call.response) for call in reference) if payload is not None]
+  contributions = []
+  for call in trajectory.calls:
+    payload = _payload(call.response)
+    if payload is not None and payload in remaining:
+      remaining.remove(payload)
+      contributions.append(1)
+    else:
+      contributions.append(0)
+  return tuple(contributions)
+
+
+def step_rewards(task: Task, trajectory: Trajectory, status: AnswerStatus, *, alpha: float = 1.0,
+                 threshold: float = 0.3, contribution: str = "answer_overlap") -> tuple[float, ...]:
+  """Intermediate rewards `(alpha SC + Con) / (alpha + 1)`, then IsSolved when there is a Finish."""
+  if contribution == "answer_overlap":
+    return tuple(rules.annotate_by_rules(trajectory, status, alpha=alpha, threshold=threshold))
+  if contribution != "reference":
+    raise ValueError(f"contribution: expected one of {CONTRIBUTIONS}, found {contribution!r}")
+  rewards = tuple(step_reward(rules.succ_calling(call.response), con, alpha=alpha, contribution_scale=1)
+                  for call, con in zip(trajectory.calls, reference_contributions(task, trajectory)))
+  return rewards + ((status.reward,) if trajectory.finish is not None else ())
+
+
+def judge(task: Task, trajectory: Trajectory, *, alpha: float = 1.0, threshold: float = 0.3,
+          contribution: str = "answer_overlap") -> Judgement:
   status = answer_status(task, trajectory)
   return Judgement(
       task_id=task.task_id, generalization=task.generalization, status=status,
-      step_rewards=tuple(rules.annotate_by_rules(trajectory, status, alpha=alpha, threshold=threshold)),
+      step_rewards=step_rewards(task, trajectory, status, alpha=alpha, threshold=threshold,
+                                contribution=contribution),
       succ_calling=tuple(rules.succ_calling(call.response) for call in trajectory.calls),
       tool_recall=tool_recall(task, trajectory))
 

@@ -350,9 +350,23 @@ def _uses_held_out(params: Mapping[str, Any], seen: EntityPool, tables: Tables) 
   return False
 
 
-def _query_params(params: Mapping[str, Any], tables: Tables) -> dict[str, Any]:
-  """Currencies are asked for by name, with the code ("euros (EUR)", "one euro (EUR)")."""
+# Parameters a policy passes on verbatim as arguments (quoted with `quote_entities`).
+_ENTITY_KEYS = ("city", "day", "day1", "day2", "origin", "destination", "larger", "smaller")
+
+
+def _query_params(params: Mapping[str, Any], tables: Tables, quote_entities: bool = False) -> dict[str, Any]:
+  """Currencies are asked for by name, with the code ("euros (EUR)", "one euro (EUR)").
+
+  `quote_entities` writes cities and days in double quotes, as they appear in JSON
+  arguments: a byte-level BPE then spells them with the same tokens in the query and in
+  the call (` Seoul` and `Seoul` are different tokens), so a model copies instead of
+  translating."""
   shown = dict(params)
+  if quote_entities:
+    for key in _ENTITY_KEYS:
+      if key in shown:
+        shown[key] = f'"{shown[key]}"'
+
   for key, form in (("currency", "plural"), ("target", "plural"), ("base", "name")):
     if key in shown:
       shown[key] = f"{tables.currency_by_code[shown[key]][form]} ({shown[key]})"
@@ -383,31 +397,49 @@ _MAX_MISSES = 2000
 
 
 def generate_tasks(num_tasks: int, seed: int, *, validation_fraction: float = 0.1,
-                   test_fraction: float = 0.1, tables: Tables | None = None
-                   ) -> dict[str, tuple[Task, ...]]:
+                   test_fraction: float = 0.1, tables: Tables | None = None,
+                   templates: Sequence[str] | None = None, hold_out_templates: bool = True,
+                   quote_entities: bool = False) -> dict[str, tuple[Task, ...]]:
   """`num_tasks` distinct tasks split into train / validation / test. Deterministic in `seed`.
 
+  `templates` restricts the task mix (default: all twelve): train and validation draw its
+  seen templates; the test split's `unseen_templates` half draws its held-out ones, and
+  when it has none, the whole test split is `unseen_entities`. `hold_out_templates=False`
+  makes every template of the mix a seen one (the test split then holds out entities only).
+  `quote_entities`: see `_query_params`.
+
   Raises:
-    ValueError: when the templates cannot make that many distinct tasks for a split.
+    ValueError: when the templates cannot make that many distinct tasks for a split, or a
+      template name is unknown.
   """
   if num_tasks < 1:
     raise ValueError(f"num_tasks must be positive; got {num_tasks}")
+  chosen = tuple(TEMPLATES) if not templates else tuple(templates)
+  unknown = sorted(set(chosen) - set(TEMPLATES))
+  if unknown:
+    raise ValueError(f"templates: unknown {unknown}; expected some of {sorted(TEMPLATES)}")
+  held_out = HELD_OUT_TEMPLATES if hold_out_templates else ()
+  seen_templates = tuple(t for t in TEMPLATES if t in chosen and t not in held_out)
+  held_out_templates = tuple(t for t in held_out if t in chosen)
+  if not seen_templates:
+    raise ValueError(f"templates: expected at least one template that is not held out, found {chosen}")
   tables = tables or load_tables()
   seen, everything = entity_pools(tables)
   num_val = round(num_tasks * validation_fraction)
   num_test = round(num_tasks * test_fraction)
   num_train = num_tasks - num_val - num_test
+  held_out_count = num_test - num_test // 2 if held_out_templates else 0
   plan = (  # (split, generalization, count, templates, pool)
-      ("train", SEEN, num_train, SEEN_TEMPLATES, seen),
-      ("validation", SEEN, num_val, SEEN_TEMPLATES, seen),
-      ("test", UNSEEN_ENTITIES, num_test // 2, SEEN_TEMPLATES, everything),
-      ("test", UNSEEN_TEMPLATES, num_test - num_test // 2, HELD_OUT_TEMPLATES, seen),
+      ("train", SEEN, num_train, seen_templates, seen),
+      ("validation", SEEN, num_val, seen_templates, seen),
+      ("test", UNSEEN_ENTITIES, num_test - held_out_count, seen_templates, everything),
+      ("test", UNSEEN_TEMPLATES, held_out_count, held_out_templates, seen),
   )
   used: set[tuple[Any, ...]] = set()
   splits: dict[str, list[Task]] = {split: [] for split in SPLITS}
-  for split, generalization, count, templates, pool in plan:
+  for split, generalization, count, split_templates, pool in plan:
     rng = random.Random(f"steptool-env-tasks:{seed}:{split}:{generalization}")
-    draws = _draws(rng, templates, pool, tables)
+    draws = _draws(rng, split_templates, pool, tables)
     misses = 0  # consecutive draws that gave no new task: the space is (nearly) exhausted
     made = 0
     while made < count:
@@ -426,7 +458,7 @@ def generate_tasks(num_tasks: int, seed: int, *, validation_fraction: float = 0.
       task_id = f"{split}-{len(splits[split]):06d}"
       splits[split].append(Task(
           task_id=task_id, split=split, generalization=generalization, template=template.name,
-          query=phrasing.format(**_query_params(params, tables)), params=params,
+          query=phrasing.format(**_query_params(params, tables, quote_entities)), params=params,
           gold_facts=tuple(format_number(v) if not isinstance(v, str) else v
                            for v in template.gold(params, tables)),
           relevant_tools=template.relevant_tools, tools=_tool_set(rng, template.relevant_tools)))

@@ -251,6 +251,12 @@ def tiny(vocab_size: int = 512, **overrides: Any) -> ModelConfig:
   return ModelConfig(**fields)
 
 
+def tiny_wide(vocab_size: int = 512, **overrides: Any) -> ModelConfig:
+  """`tiny` at hidden size 128 (0.8M parameters with the built-in tokenizer): the CPU
+  experiment's policy (benchmarks/steptool_vs_baselines.py); vocab follows the tokenizer."""
+  return tiny(vocab_size, **{"hidden_size": 128, "intermediate_size": 384, "head_dim": 32, **overrides})
+
+
 def toolllama2_7b(**overrides: Any) -> ModelConfig:
   """ToolBench/ToolLLaMA-2-7b-v2: Llama-2-7B with linear RoPE scaling x2 (8k context)."""
   fields: dict[str, Any] = dict(
@@ -297,6 +303,7 @@ def llama3_2_1b(**overrides: Any) -> ModelConfig:
 
 PRESETS = {
     "tiny": tiny,
+    "tiny_wide": tiny_wide,
     "toolllama2_7b": toolllama2_7b,
     "qwen2_7b": qwen2_7b,
     "llama3_1_8b": llama3_1_8b,
@@ -312,7 +319,7 @@ LORA_PRESETS = {
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:
-  """A named preset (`tiny`, `toolllama2_7b`, `qwen2_7b`, `llama3_1_8b`, `llama3_2_1b`)."""
+  """A named preset (`tiny`, `tiny_wide`, `toolllama2_7b`, `qwen2_7b`, `llama3_1_8b`, `llama3_2_1b`)."""
   if name not in PRESETS:
     raise ValueError(f"model preset: expected one of {sorted(PRESETS)}, got {name!r}")
   return PRESETS[name](**overrides)

@@ -84,6 +84,31 @@ def place_step_rewards(step_rewards: jax.Array, step_ids: jax.Array, weighting: 
   return jnp.where(ends, reward_at_token, 0)
 
 
+def weighted_step_rewards(step_rewards: jax.Array, num_steps: jax.Array, weighting: Weighting = "paper") -> jax.Array:
+  """``[B, S]``: the reward each step carries under ``weighting``, per step instead of per token.
+
+  ``place_step_rewards`` puts exactly these on each step's last action token (``"final_only"``
+  and ``"summed"`` leave every step but the row's last with 0). Estimators that work on
+  steps rather than tokens (the critic-free group advantages) use this form.
+  """
+  if weighting not in WEIGHTINGS:
+    raise ValueError(f"weighting: expected one of {WEIGHTINGS}, found {weighting!r}")
+  dtype = jnp.promote_types(jnp.asarray(step_rewards).dtype, jnp.float32)
+  step_rewards = jnp.asarray(step_rewards, dtype)
+  num_steps = jnp.asarray(num_steps)
+  step_index = jnp.arange(step_rewards.shape[-1])
+  real_step = step_index < num_steps[..., None]
+  step_rewards = jnp.where(real_step, step_rewards, 0)
+  last_step = step_index == (num_steps[..., None] - 1)
+  if weighting == "final_only":
+    return jnp.where(last_step, step_rewards, 0)
+  if weighting == "summed":
+    return jnp.where(last_step, jnp.sum(step_rewards, axis=-1, keepdims=True), 0)
+  if weighting == "original_code":
+    return step_rewards * (num_steps[..., None] - 1 - step_index).astype(dtype)
+  return step_rewards
+
+
 def token_rewards(step_rewards: jax.Array, step_ids: jax.Array, action_mask: jax.Array, kl: jax.Array, *,
                   kl_coef: float | jax.Array, weighting: Weighting = "paper",
                   num_steps: jax.Array | None = None) -> jax.Array:

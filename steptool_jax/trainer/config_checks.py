@@ -23,14 +23,19 @@ from steptool_jax.models.policy import abstract_variables
 from steptool_jax.models.pretrained import variable_shardings
 from steptool_jax.parallel.mesh import resolve_axis_sizes
 from steptool_jax.parallel.rules import MESH_AXES
+from steptool_jax.envs.judge import CONTRIBUTIONS
+from steptool_jax.envs.tasks import TEMPLATES
 from steptool_jax.rl.gae import MODES
 from steptool_jax.rl.kl import KL_PENALTIES
 from steptool_jax.trainer.defaults import base_config
+from steptool_jax.trainer.env_data import template_names
 
 ALGORITHMS = ("ppo", "sft")
 GRANULARITIES = ("step", "final", "summed")
 STEP_WEIGHTINGS = ("paper", "original_code")
 ROLLOUT_MODES = ("offline", "online")
+ADVANTAGE_ESTIMATORS = ("gae", "group")
+GROUP_SCOPES = ("group", "step")
 KL_CONTROLLERS = ("adaptive", "fixed")
 SCHEDULES = ("constant", "linear", "cosine")
 DISTRIBUTED = ("auto", "on", "off")
@@ -141,15 +146,41 @@ def check_model_source(config: ml_collections.ConfigDict) -> None:
     raise ValueError("tokenizer: expected 'builtin' or a tokenizer directory when model.path is not set")
 
 
+def check_rollout(config: ml_collections.ConfigDict, *, process_count: int = 1) -> None:
+  """Online rollouts and the critic-free advantages they enable."""
+  rollout, ppo = config.rollout, config.ppo
+  _positive(config, "rollout.group_size")
+  _expect(isinstance(rollout.group_size, int), "rollout.group_size", f"expected an integer, found {rollout.group_size!r}")
+  _positive(config, "rollout.temperature", allow_zero=True)
+  _expect(0.0 < rollout.top_p <= 1.0, "rollout.top_p", f"expected a number in (0, 1], found {rollout.top_p!r}")
+  _positive(config, "rollout.generation_batch", allow_zero=True)
+  _positive(config, "rollout.width_bucket")
+  _one_of(config, "ppo.advantage_estimator", ADVANTAGE_ESTIMATORS)
+  _one_of(config, "ppo.group_scope", GROUP_SCOPES)
+  online = config.algorithm == "ppo" and rollout.mode == "online"
+  if online:
+    _expect(not config.data.train_path, "data.train_path",
+            f"rollout.mode='online' plays the built-in environment; expected no data file, found {config.data.train_path!r}")
+    _expect(config.batch.size % rollout.group_size == 0, "batch.size",
+            f"expected a multiple of rollout.group_size ({rollout.group_size}): a batch holds whole groups, found"
+            f" {config.batch.size}")
+    _expect(process_count == 1, "rollout.mode",
+            f"'online' rollouts run in one process; found {process_count} processes (use 'offline' data)")
+  if ppo.advantage_estimator == "group":
+    _expect(online and rollout.group_size > 1, "ppo.advantage_estimator",
+            "'group' normalises returns over the rollouts of a task: it needs rollout.mode='online' and"
+            f" rollout.group_size > 1, found mode {rollout.mode!r} and group_size {rollout.group_size}")
+    _expect(ppo.vf_coef == 0, "ppo.vf_coef",
+            f"'group' advantages train no value head; expected 0, found {ppo.vf_coef!r}")
+
+
 def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_count: int = 1) -> dict[str, int]:
   """All checks; returns the resolved mesh sizes."""
   check_known_fields(config)
   _one_of(config, "algorithm", ALGORITHMS)
   _one_of(config, "distributed", DISTRIBUTED)
   _one_of(config, "rollout.mode", ROLLOUT_MODES)
-  if config.algorithm == "ppo" and config.rollout.mode == "online":
-    raise ValueError("rollout.mode: 'online' (rollouts with the current policy in the built-in environment) is"
-                     " not implemented yet; use 'offline' (fixed step-grained TSV data)")
+  check_rollout(config, process_count=process_count)
   _one_of(config, "reward.granularity", GRANULARITIES)
   _one_of(config, "reward.weighting", STEP_WEIGHTINGS)
   _expect(config.reward.granularity == "step" or config.reward.weighting == "paper", "reward.weighting",
@@ -200,6 +231,12 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
   _positive(config, "data.env.num_tasks")
   _expect(0.0 <= config.data.env.mistake_rate <= 1.0, "data.env.mistake_rate",
           f"expected a probability in [0, 1], found {config.data.env.mistake_rate!r}")
+  _one_of(config, "data.env.contribution", CONTRIBUTIONS)
+  _one_of(config, "data.sft_loss_on", ("actions", "dialogue"))
+  _positive(config, "data.env.alpha", allow_zero=True)
+  unknown_templates = sorted(set(template_names(config.data.env.templates)) - set(TEMPLATES))
+  _expect(not unknown_templates, "data.env.templates",
+          f"unknown templates {unknown_templates}; expected some of {sorted(TEMPLATES)}")
   if config.data.train_path:
     path = pathlib.Path(os.path.expanduser(config.data.train_path))
     _expect(path.is_file(), "data.train_path", f"expected a data file, found nothing at {path}")

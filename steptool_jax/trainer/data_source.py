@@ -1,6 +1,7 @@
 """Where training batches come from, behind one small interface.
 
-    source.batch(epoch, index) -> dict of numpy arrays   (this process's rows of global batch `index`)
+    source.batch(epoch, index, policy_variables) -> dict of numpy arrays   (this process's rows of global batch `index`)
+    source.batch_stats() -> dict of floats   (host-side statistics of the batch just made, logged with its update)
     source.steps_per_epoch, source.num_rows, source.counters
 
 A batch is a pure function of (seed, epoch, index): epoch e visits the rows in the order
@@ -12,8 +13,9 @@ its length bucket is chosen from the lengths of the whole global batch, so every
 pads to the same width.
 
 `OfflineSource` serves fixed tokenised data (the step-grained TSV for PPO, conversations
-for SFT). Online rollouts with the current policy will be another class with the same
-`batch(epoch, index)`; `rollout.mode = "online"` is refused until then.
+for SFT) and ignores the policy. `trainer.online_source.OnlineSource` (`rollout.mode =
+"online"`) has the current policy play the built-in environment for every batch, so its
+batch is a pure function of (seed, epoch, index) and the policy.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ from jax.sharding import Mesh, NamedSharding
 
 from steptool_jax.data.batching import bucket_length, collate_sft, collate_step_grained, length_buckets
 from steptool_jax.data.pipeline import TokenizedDataset, tokenized_sft_dataset, tokenized_step_grained_dataset
-from steptool_jax.envs.generate import GenerateConfig
 from steptool_jax.parallel.sharding import spec_sharding
 from steptool_jax.trainer import env_data
+from steptool_jax.trainer.online_source import make_online_source
 
 Batch = dict[str, np.ndarray]
 
@@ -42,11 +44,12 @@ Batch = dict[str, np.ndarray]
 BATCH_AXES: Mapping[str, tuple[str | None, ...]] = {
     "input_ids": ("batch", "length"), "attention_mask": ("batch", "length"), "action_mask": ("batch", "length"),
     "step_ids": ("batch", "length"), "loss_mask": ("batch", "length"), "step_rewards": ("batch", None),
-    "num_steps": ("batch",),
+    "num_steps": ("batch",), "group_ids": ("batch",),
 }
 
 
 STEP_GRAINED_KEYS = ("input_ids", "attention_mask", "action_mask", "step_ids", "step_rewards", "num_steps")
+ONLINE_KEYS = STEP_GRAINED_KEYS + ("group_ids",)  # rollouts of the same task share a group id
 SFT_KEYS = ("input_ids", "attention_mask", "loss_mask")
 
 
@@ -55,8 +58,12 @@ class DataSource(Protocol):
   steps_per_epoch: int
   counters: dict[str, Any]
 
-  def batch(self, epoch: int, index: int) -> Batch:
-    """This process's rows of global batch `index` of epoch `epoch`."""
+  def batch(self, epoch: int, index: int, policy_variables: Mapping[str, Any] | None = None) -> Batch:
+    """This process's rows of global batch `index` of epoch `epoch` (online: played by the
+    policy with these variables)."""
+
+  def batch_stats(self) -> dict[str, float]:
+    """Statistics of the batch made last (empty for fixed data)."""
 
 
 @dataclasses.dataclass
@@ -87,7 +94,8 @@ class OfflineSource:
   def order(self, epoch: int) -> np.ndarray:
     return np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
 
-  def batch(self, epoch: int, index: int) -> Batch:
+  def batch(self, epoch: int, index: int, policy_variables: Mapping[str, Any] | None = None) -> Batch:
+    del policy_variables  # fixed data
     if not 0 <= index < self.steps_per_epoch:
       raise IndexError(f"batch index {index} outside the {self.steps_per_epoch} batches of an epoch")
     rows = self.order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
@@ -95,6 +103,9 @@ class OfflineSource:
     local = rows[self.local_rows]
     rows_here = self.local_rows.stop - self.local_rows.start
     return self.collate([self.examples[int(i)] for i in local], width, rows_here)
+
+  def batch_stats(self) -> dict[str, float]:
+    return {}
 
 
 def process_row_slice(sharding: NamedSharding, global_rows: int) -> slice:
@@ -134,12 +145,20 @@ def _step_grained_collate(pad_id: int, max_steps: int) -> Callable[[list[Mapping
   return collate
 
 
-def _sft_collate(pad_id: int) -> Callable[[list[Mapping[str, Any]], int, int], Batch]:
+def _sft_collate(pad_id: int, loss_on: str = "actions") -> Callable[[list[Mapping[str, Any]], int, int], Batch]:
+  """`loss_on="dialogue"`: every real token is a target (a language model of the whole
+  dialogue: a model trained from scratch also learns from the observations, which repeat
+  the arguments of the calls, and from the queries); `"actions"`: the assistant actions only."""
   def collate(examples: list[Mapping[str, Any]], width: int, rows: int) -> Batch:
     if examples:
-      return collate_sft(examples, pad_id=pad_id, length_buckets=(width,), batch_size=rows)
-    return {"input_ids": _filled(rows, width, pad_id), "attention_mask": _filled(rows, width, 0),
-            "loss_mask": _filled(rows, width, 0)}
+      batch = collate_sft(examples, pad_id=pad_id, length_buckets=(width,), batch_size=rows)
+    else:
+      tokens = lambda fill: np.full((rows, width), fill, np.int32)
+      batch = {"input_ids": tokens(pad_id), "attention_mask": tokens(0), "loss_mask": tokens(0)}
+    if loss_on == "dialogue":
+      batch["loss_mask"] = batch["attention_mask"].copy()
+      batch["loss_mask"][:, 0] = 0  # position 0 has no predecessor to be predicted from
+    return batch
   return collate
 
 
@@ -147,10 +166,7 @@ def data_file(config: ml_collections.ConfigDict, cache_dir: pathlib.Path) -> pat
   """The configured data file, or the built-in environment's (generated on first use)."""
   if config.data.train_path:
     return pathlib.Path(os.path.expanduser(config.data.train_path))
-  env = config.data.env
-  generated = env_data.ensure_env_data(cache_dir, GenerateConfig(
-      num_tasks=env.num_tasks, seed=env.seed, mistake_rate=env.mistake_rate, template=config.data.template,
-      max_steps=env.max_steps, build_tfds=False))
+  generated = env_data.ensure_env_data(cache_dir, env_data.generate_config(config))
   return env_data.sft_file(generated) if config.algorithm == "sft" else env_data.step_grained_file(generated)
 
 
@@ -164,23 +180,33 @@ def _tokenized(config: ml_collections.ConfigDict, path: pathlib.Path, tokenizer:
   return tokenized_step_grained_dataset(path, tokenizer, **options)
 
 
+def batch_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The arrays of one batch of this run."""
+  if config.algorithm == "sft":
+    return SFT_KEYS
+  return ONLINE_KEYS if config.rollout.mode == "online" else STEP_GRAINED_KEYS
+
+
 def make_data_source(config: ml_collections.ConfigDict, tokenizer: Any, *, cache_dir: pathlib.Path,
-                     mesh: Mesh) -> OfflineSource:
-  """The training data of a run: PPO step-grained rows or SFT conversations."""
-  if config.algorithm == "ppo" and config.rollout.mode != "offline":
-    raise NotImplementedError(f"rollout.mode: {config.rollout.mode!r} is not implemented yet; use 'offline'")
+                     mesh: Mesh) -> DataSource:
+  """The training data of a run: PPO step-grained rows (fixed, or online rollouts) or SFT
+  conversations. An online source must be bound to the model (`for_model`) before use."""
+  pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+  row_slice = process_row_slice(spec_sharding(BATCH_AXES["input_ids"], mesh), config.batch.size)
+  if config.algorithm == "ppo" and config.rollout.mode == "online":
+    return make_online_source(config, tokenizer, local_rows=row_slice,
+                              collate=_step_grained_collate(pad_id, config.data.env.max_steps))
   path = data_file(config, cache_dir)
   tokenized = _tokenized(config, path, tokenizer, cache_dir / "tokenized")
   dataset = tokenized.dataset
   if len(dataset) == 0:
     raise ValueError(f"data.train_path: no usable rows in {path} ({tokenized.counters})")
   lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy()
-  pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
   max_len = config.data.max_context_len + config.data.max_response_len
   buckets = length_buckets(max_len, min_len=min(config.data.min_bucket_len, max_len))
   counters: dict[str, Any] = {"path": str(path), **tokenized.counters}
   if config.algorithm == "sft":
-    collate = _sft_collate(pad_id)
+    collate = _sft_collate(pad_id, config.data.sft_loss_on)
   else:
     most_steps = int(np.max(dataset.data.column("num_steps").to_numpy()))
     max_steps = config.data.max_steps or most_steps
@@ -189,6 +215,5 @@ def make_data_source(config: ml_collections.ConfigDict, tokenizer: Any, *, cache
                        f" {max_steps}")
     counters["max_steps"] = max_steps
     collate = _step_grained_collate(pad_id, max_steps)
-  row_slice = process_row_slice(spec_sharding(BATCH_AXES["input_ids"], mesh), config.batch.size)
   return OfflineSource(examples=dataset, lengths=lengths, collate=collate, batch_size=config.batch.size,
                        seed=config.seed, buckets=buckets, local_rows=row_slice, counters=counters)

@@ -55,15 +55,32 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.add_bos = True
   config.data.eos_after_actions = False
   config.data.skip_invalid = False
+  config.data.sft_loss_on = "actions"  # actions | dialogue (SFT: which tokens are targets)
   config.data.env = ml_collections.ConfigDict()
   config.data.env.num_tasks = 200
   config.data.env.seed = 0
   config.data.env.mistake_rate = 0.3
   config.data.env.max_steps = 10
+  config.data.env.templates = ""  # comma-separated task templates ("" = all twelve)
+  config.data.env.hold_out_templates = True  # False: no template is kept for the test split only
+  config.data.env.quote_entities = False  # cities and days in quotes in the queries (as in the JSON calls)
+  config.data.env.tool_descriptions = True  # False: the system prompt lists function signatures only
+  config.data.env.thoughts = True  # False: the expert writes no Thought lines
+  config.data.env.contribution = "answer_overlap"  # answer_overlap | reference (envs.judge)
+  config.data.env.alpha = 1.0  # step reward (alpha SuccCalling + Contribution) / (alpha + 1); the paper's 1
 
-  # Where PPO batches come from: fixed step-grained data, or (later) policy rollouts.
+  # Where PPO batches come from: fixed step-grained data (offline), or episodes the current
+  # policy plays in the built-in environment (online: the train split of
+  # generate_tasks(data.env.num_tasks, data.env.seed), data.env.max_steps actions per episode),
+  # judged by the environment's rules. Online, batch.size rows = batch.size / group_size
+  # tasks, each played group_size times.
   config.rollout = ml_collections.ConfigDict()
   config.rollout.mode = "offline"  # offline | online
+  config.rollout.group_size = 1  # episodes per task in a batch (> 1 for ppo.advantage_estimator=group)
+  config.rollout.temperature = 1.0  # sampling of the online episodes
+  config.rollout.top_p = 1.0
+  config.rollout.generation_batch = 0  # rows per generate call; 0 = batch.size
+  config.rollout.width_bucket = 128  # prompts are left-padded to a multiple of this (fewer compiles)
 
   # Rows per step (PPO: per PPO iteration; SFT: per optimizer step), rows per forward/
   # backward pass, and passes accumulated into one optimizer step. All global (all hosts).
@@ -77,6 +94,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.ppo.gamma = 0.99
   config.ppo.lam = 0.95
   config.ppo.gae_mode = "step"  # step | token
+  # gae (value head, GAE over the reward tensor) | group (critic-free: group-normalised step
+  # returns-to-go over the rollouts of one task; online with rollout.group_size > 1, vf_coef 0,
+  # the KL coefficient then weighs a KL term of the loss instead of the rewards)
+  config.ppo.advantage_estimator = "gae"
+  config.ppo.group_scope = "group"  # group | step (rl.group_advantages)
   config.ppo.whiten_advantages = True
   config.ppo.clip_eps = 0.2
   config.ppo.value_clip = 0.2

@@ -1,8 +1,9 @@
 """The training loop PPO and SFT share: batches in, jitted updates, metrics, checkpoints.
 
-Per step: this process's rows of the step's batch (a pure function of the step), one
-call of the jitted update (the next batch is collated on the host while it runs), then
-the metrics come back and are checked before anything else happens:
+Per step: this process's rows of the step's batch (a pure function of the step, and for
+online rollouts of the policy too), one call of the jitted update (the next batch is
+collated on the host while it runs; online, it is played by the updated policy, so it waits
+for the update), then the metrics come back and are checked before anything else happens:
 
 * a non-finite loss, gradient norm or parameter stops the run with `NonFiniteError`
   before any checkpoint of that state is written (the last checkpoint stays the last
@@ -94,18 +95,22 @@ def run(ctx: LoopContext, state: TrainState, start_step: int, *, halt_at_step: i
   saved_step = start_step
   status = "finished"
 
-  def batch_for(step: int) -> dict[str, np.ndarray]:
-    return ctx.source.batch(*data_position(step, ctx.source.steps_per_epoch))
+  def batch_for(step: int, policy: Any) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """The step's batch and the source's statistics of it (rollout pass rate, ...)."""
+    local = ctx.source.batch(*data_position(step, ctx.source.steps_per_epoch), policy)
+    return local, ctx.source.batch_stats()
 
-  local = batch_for(step) if step < ctx.num_steps else None
+  local, local_stats = batch_for(step, state.policy) if step < ctx.num_steps else (None, {})
   first = True
   while step < ctx.num_steps:
     batch = device_batch(local, ctx.mesh, ctx.batch_rows)
     width = local["input_ids"].shape[1]
+    batch_stats = local_stats
     started = time.perf_counter()
     state, metrics = ctx.update(state, batch, step_key(state.rng, step))
-    local = batch_for(step + 1) if step + 1 < ctx.num_steps else None  # overlaps with the device
-    metrics = scalar_metrics(jax.device_get(metrics))
+    # Overlaps with the device for fixed data; online rollouts need the updated policy.
+    local, local_stats = batch_for(step + 1, state.policy) if step + 1 < ctx.num_steps else (None, {})
+    metrics = {**scalar_metrics(jax.device_get(metrics)), **batch_stats}
     seconds = time.perf_counter() - started
     step += 1
 

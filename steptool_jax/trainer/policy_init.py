@@ -35,6 +35,9 @@ from steptool_jax.trainer import checkpointing
 from steptool_jax.trainer.config_checks import check_model_fits_mesh
 from steptool_jax.trainer.optimizer import trainable_collections
 
+# Presets without a vocabulary of their own: sized to the run's tokenizer.
+TOKENIZER_SIZED_PRESETS = ("tiny", "tiny_wide")
+
 # Fold-in constants that split the run's seed into independent streams.
 INIT_STREAM, LORA_STREAM, RUN_STREAM = 0, 1, 2
 
@@ -53,9 +56,9 @@ def _numerics(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def random_model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
-  """The architecture of a random init; the tiny preset takes the tokenizer's vocabulary."""
+  """The architecture of a random init; the tiny presets take the tokenizer's vocabulary."""
   overrides = _numerics(config)
-  if config.model.preset == "tiny":
+  if config.model.preset in TOKENIZER_SIZED_PRESETS:
     overrides["vocab_size"] = vocab_size
   return preset(config.model.preset, **overrides)
 
@@ -105,6 +108,23 @@ def _policy_of_run(workdir: str, config: ml_collections.ConfigDict, vocab_size: 
   # The run's numerics (dtypes, remat) apply from here on, whatever the source used.
   params = jax.tree.map(lambda x: x.astype(config.model.param_dtype), policy.variables["params"])
   return Policy(config=policy.config.replace(**_numerics(config)), variables={**policy.variables, "params": params})
+
+
+def run_config(workdir: str | os.PathLike[str]) -> ml_collections.ConfigDict:
+  """The resolved config saved with a run's latest checkpoint."""
+  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+  step = checkpointer.latest_step()
+  if step is None:
+    raise ValueError(f"no checkpoint under {checkpointing.checkpoint_dir(workdir)}")
+  config = ml_collections.ConfigDict(checkpointer.read_config(step))
+  checkpointer.close()
+  return config
+
+
+def policy_of_run(workdir: str | os.PathLike[str], vocab_size: int, mesh: Mesh) -> Policy:
+  """The latest trained policy of one of our runs, adapters merged, in that run's own
+  numerics (evaluation, export)."""
+  return _policy_of_run(os.fspath(workdir), run_config(workdir), vocab_size, mesh)
 
 
 def _starting_policy(config: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh) -> Policy:

@@ -16,6 +16,11 @@
    as they were. Reported statistics are token-weighted over the micro-batches.
 4. The KL controller sees the batch's mean sequence KL (over real rows, not padding rows).
 
+Critic-free (`ppo.advantage_estimator = "group"`, online rollouts with several per task):
+step 2 becomes group-normalised step returns-to-go (`rl.group_advantages`) of the
+granularity's step rewards, with no value target, and the KL coefficient weighs a KL term
+of the loss (`rl.ppo.ppo_loss(ref_logp=...)`) instead of the token rewards.
+
 The three stages are separate functions (`make_ppo_stages`) so that the benchmark can
 time them apart; `make_ppo_update` composes them and adds the KL controller and metrics.
 Every per-token statistic is a masked mean, so the empty rows that pad a short last batch
@@ -38,7 +43,8 @@ from steptool_jax.models.config import LoraConfig, ModelConfig
 from steptool_jax.models.llama import CausalLM
 from steptool_jax.models.policy import score_tokens
 from steptool_jax.models.value_head import ValueHead
-from steptool_jax.rewards.placement import place_step_rewards, token_rewards
+from steptool_jax.rewards.placement import place_step_rewards, token_rewards, weighted_step_rewards
+from steptool_jax.rl.group_advantages import critic_free_advantages
 from steptool_jax.rl.gae import compute_gae
 from steptool_jax.rl.kl import kl_penalty
 from steptool_jax.rl.kl_controller import update_kl_controller
@@ -74,6 +80,8 @@ class PPOSettings:
   kl_penalty: str = "kl"
   logits_chunk: int = 512
   value_head_dropout: float = 0.0
+  advantage_estimator: str = "gae"  # gae | group (critic-free; needs group_ids in the batch)
+  group_scope: str = "group"
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> PPOSettings:
@@ -84,7 +92,8 @@ class PPOSettings:
         whiten_advantages=ppo.whiten_advantages, clip_eps=ppo.clip_eps, value_clip=ppo.value_clip,
         vf_coef=ppo.vf_coef, entropy_coef=ppo.entropy_coef, ratio_threshold=ppo.ratio_threshold,
         weighting=_GRANULARITY_WEIGHTING.get(reward.granularity, reward.weighting), kl_penalty=reward.kl_penalty,
-        logits_chunk=config.model.logits_chunk, value_head_dropout=config.model.value_head_dropout)
+        logits_chunk=config.model.logits_chunk, value_head_dropout=config.model.value_head_dropout,
+        advantage_estimator=ppo.advantage_estimator, group_scope=ppo.group_scope)
 
 
 def _weighted_mean(x: jax.Array, weights: jax.Array) -> jax.Array:
@@ -113,8 +122,8 @@ class PPOStages(NamedTuple):
   """The three stages of an update, each a pure function (the benchmark times them apart).
 
   rollout_statistics(state, input_ids, attention_mask) -> (old_logp, old_values, ref_logp)
-  advantages(state, batch, old_logp, old_values, ref_logp) -> dict: kl, advantages, returns, used_advantages
-  optimize(state, batch, old_logp, old_values, used_advantages, returns, rng) -> (trainable, opt_state, per_step)
+  advantages(state, batch, old_logp, old_values, ref_logp) -> dict: kl, rewards, advantages, returns, used_advantages
+  optimize(state, batch, old_logp, old_values, used_advantages, returns, rng, ref_logp) -> (trainable, opt_state, per_step)
   """
 
   rollout_statistics: Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
@@ -147,28 +156,41 @@ def make_ppo_stages(model_config: ModelConfig, lora: LoraConfig | None, settings
 
   def advantages(state: TrainState, batch: Batch, old_logp: jax.Array, old_values: jax.Array,
                  ref_logp: jax.Array) -> dict[str, jax.Array]:
-    """Token rewards (placed step rewards minus the KL term), GAE, optional whitening."""
+    """Token rewards (placed step rewards minus the KL term), GAE, optional whitening; or,
+    critic-free, group-normalised step returns-to-go (the KL then goes into the loss)."""
     action = batch["action_mask"]
     kl = kl_penalty(old_logp, ref_logp, s.kl_penalty)
+    if s.advantage_estimator == "group":
+      rewards = place_step_rewards(batch["step_rewards"], batch["step_ids"], s.weighting, num_steps=batch["num_steps"])
+      step_rewards = weighted_step_rewards(batch["step_rewards"], batch["num_steps"], s.weighting)
+      raw = critic_free_advantages(step_rewards, batch["step_ids"], batch["num_steps"], batch["group_ids"],
+                                   scope=s.group_scope)
+      # Already normalised within each group; no value head learns returns (vf_coef = 0).
+      return {"kl": kl, "rewards": rewards, "advantages": raw, "returns": jnp.zeros_like(raw),
+              "used_advantages": raw}
     rewards = token_rewards(batch["step_rewards"], batch["step_ids"], action, kl, kl_coef=state.kl.value,
                             weighting=s.weighting, num_steps=batch["num_steps"])
     raw, returns = compute_gae(rewards, old_values, action, gamma=s.gamma, lam=s.lam, mode=s.gae_mode)
     used = masked_whiten(raw, action) if s.whiten_advantages else raw
-    return {"kl": kl, "advantages": raw, "returns": returns, "used_advantages": used}
+    return {"kl": kl, "rewards": rewards, "advantages": raw, "returns": returns, "used_advantages": used}
 
-  def loss_fn(trainable, frozen, micro: Mapping[str, jax.Array], rng: jax.Array):
+  critic_free = s.advantage_estimator == "group"
+
+  def loss_fn(trainable, frozen, micro: Mapping[str, jax.Array], rng: jax.Array, kl_coef: jax.Array):
     micro = {k: constrain_rows(v) for k, v in micro.items()}
     scores = score_tokens(train_model, {**frozen, **trainable}, micro["input_ids"], micro["attention_mask"],
                           use_lora=True, with_entropy=with_entropy, with_values=True, value_head=train_head,
                           rngs={"dropout": rng} if dropout else None, chunk_size=s.logits_chunk)
+    # Critic-free training has no reward tensor to carry the KL penalty: it is a loss term.
+    kl_loss = dict(ref_logp=micro["ref_logp"], kl_loss_coef=kl_coef, kl_loss_kind=s.kl_penalty) if critic_free else {}
     return ppo_loss(scores.logp, micro["old_logp"], scores.values, micro["old_values"], micro["advantages"],
                     micro["returns"], micro["action_mask"], clip_eps=s.clip_eps, value_clip=s.value_clip,
                     vf_coef=s.vf_coef, entropy=scores.entropy, entropy_coef=s.entropy_coef,
-                    ratio_threshold=s.ratio_threshold)
+                    ratio_threshold=s.ratio_threshold, **kl_loss)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def optimizer_step(carry, xs, *, per_token, frozen):
+  def optimizer_step(carry, xs, *, per_token, frozen, kl_coef):
     """One optimizer step: gradients accumulated over `grad_accum_steps` micro-batches."""
     trainable, opt_state = carry
     step_rows, rngs = xs
@@ -177,7 +199,7 @@ def make_ppo_stages(model_config: ModelConfig, lora: LoraConfig | None, settings
     def accumulate(acc, micro_xs):
       grads_sum, kept = acc
       micro, rng = micro_xs
-      (_, metrics), grads = grad_fn(trainable, frozen, micro, rng)
+      (_, metrics), grads = grad_fn(trainable, frozen, micro, rng, kl_coef)
       # A micro-batch of padding rows only (a short last batch) has nothing to learn from:
       # it counts neither in the gradient average nor in the statistics.
       tokens = jnp.sum(micro["action_mask"] > 0).astype(jnp.float32)
@@ -205,13 +227,15 @@ def make_ppo_stages(model_config: ModelConfig, lora: LoraConfig | None, settings
     return (trainable, opt_state), metrics
 
   def optimize(state: TrainState, batch: Batch, old_logp: jax.Array, old_values: jax.Array,
-               used_advantages: jax.Array, returns: jax.Array, rng: jax.Array):
+               used_advantages: jax.Array, returns: jax.Array, rng: jax.Array, ref_logp: jax.Array | None = None):
     """`epochs` passes, each a fresh random split of the batch; all epochs' optimizer steps
     run in one scan, each gathering its micro-batches by row index."""
     num_rows = batch["input_ids"].shape[0]
     per_token = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
                  "action_mask": batch["action_mask"], "old_logp": old_logp, "old_values": old_values,
                  "advantages": used_advantages, "returns": returns}
+    if critic_free:
+      per_token["ref_logp"] = ref_logp
     shuffle_rng, dropout_rng = jax.random.split(rng)
     rows = jax.vmap(lambda key: micro_batch_rows(key, num_rows, s.minibatch_size, s.grad_accum_steps))(
         jax.random.split(shuffle_rng, s.epochs))
@@ -219,7 +243,7 @@ def make_ppo_stages(model_config: ModelConfig, lora: LoraConfig | None, settings
     rows = rows.reshape((-1,) + rows.shape[2:])  # [epochs x steps, accumulation, minibatch]
     dropout_rngs = jax.random.split(dropout_rng, rows.shape[0] * s.grad_accum_steps).reshape(rows.shape[:2])
     trainable, frozen = split_trainable(state.policy, trainable_keys)
-    step_fn = functools.partial(optimizer_step, per_token=per_token, frozen=frozen)
+    step_fn = functools.partial(optimizer_step, per_token=per_token, frozen=frozen, kl_coef=state.kl.value)
     (trainable, opt_state), per_step = jax.lax.scan(step_fn, (trainable, state.opt_state), (rows, dropout_rngs))
     return trainable, opt_state, jax.tree.map(lambda x: x.reshape(s.epochs, steps_per_epoch), per_step)
 
@@ -237,7 +261,7 @@ def make_ppo_update(model_config: ModelConfig, lora: LoraConfig | None, settings
     old_logp, old_values, ref_logp = stages.rollout_statistics(state, batch["input_ids"], attention)
     adv = stages.advantages(state, batch, old_logp, old_values, ref_logp)
     trainable, opt_state, per_step = stages.optimize(state, batch, old_logp, old_values, adv["used_advantages"],
-                                                     adv["returns"], rng)
+                                                     adv["returns"], rng, ref_logp)
     kl, advantages, returns = adv["kl"], adv["advantages"], adv["returns"]
     frozen = split_trainable(state.policy, trainable_keys)[1]
 

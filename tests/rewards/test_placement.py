@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from steptool_jax.rewards.placement import place_step_rewards, token_rewards
+from steptool_jax.rewards.placement import place_step_rewards, token_rewards, weighted_step_rewards
 from tests.rl import reference
 from tests.rl.strategies import layouts
 
@@ -102,3 +102,19 @@ def test_vmap_over_rows_equals_the_batched_call(weighting):
   rewards = np.concatenate([HAND_REWARDS, [[0.3, 0.6, 0.0, 0.0]]])
   per_row = jax.jit(jax.vmap(lambda r, i: place_step_rewards(r, i, weighting)))(rewards, ids)
   np.testing.assert_allclose(per_row, place(rewards, ids, weighting))
+
+
+@pytest.mark.parametrize("weighting", ["paper", "original_code", "final_only", "summed"])
+def test_weighted_step_rewards_are_what_placement_puts_on_each_step(weighting):
+  # Rows of 3 and 2 steps (3 step slots), every step with tokens.
+  step_ids = jnp.array([[-1, 0, 0, -1, 1, -1, 2, 2], [-1, -1, 0, 0, -1, 1, -1, -1]])
+  step_rewards = jnp.array([[0.5, 1.0, 0.25], [0.0, 0.75, 9.0]])  # 9.0 sits in a padding slot
+  num_steps = jnp.array([3, 2])
+  per_step = weighted_step_rewards(step_rewards, num_steps, weighting)
+  expected = {"paper": [[0.5, 1.0, 0.25], [0.0, 0.75, 0.0]],
+              "original_code": [[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]],
+              "final_only": [[0.0, 0.0, 0.25], [0.0, 0.75, 0.0]],
+              "summed": [[0.0, 0.0, 1.75], [0.0, 0.75, 0.0]]}[weighting]
+  np.testing.assert_allclose(per_step, expected)
+  np.testing.assert_allclose(place_step_rewards(per_step, step_ids, "paper"),
+                             place_step_rewards(step_rewards, step_ids, weighting, num_steps=num_steps))

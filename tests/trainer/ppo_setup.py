@@ -15,7 +15,7 @@ import optax
 
 from steptool_jax.parallel import make_mesh, replicated, sharding_context, spec_sharding
 from steptool_jax.rl.kl_controller import adaptive_kl_controller
-from steptool_jax.trainer.data_source import BATCH_AXES
+from steptool_jax.trainer.data_source import BATCH_AXES, STEP_GRAINED_KEYS
 from steptool_jax.trainer.ppo_update import PPOSettings, make_ppo_update
 from steptool_jax.trainer.state import create_train_state, state_shardings
 from tests.models.tiny_models import TINY
@@ -55,7 +55,8 @@ def single_device_mesh():
   return make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
 
 
-def jitted_update(mesh, policy, *, tx, keys, lora=None, settings=SETTINGS, keep_reference=True):
+def jitted_update(mesh, policy, *, tx, keys, lora=None, settings=SETTINGS, keep_reference=True,
+                  batch_keys=STEP_GRAINED_KEYS):
   """`(step, state)`: the update jitted as train.py jits it, and a fresh state on `mesh`."""
   update = make_ppo_update(TINY, lora, settings, tx, keys)
   create = lambda variables, rng: create_train_state(
@@ -63,7 +64,7 @@ def jitted_update(mesh, policy, *, tx, keys, lora=None, settings=SETTINGS, keep_
       master_dtype=jnp.float32, keep_reference=keep_reference)
   abstract = jax.eval_shape(create, policy.variables, jax.random.key(0))
   shardings = state_shardings(abstract, model_config=TINY, lora=lora, mesh=mesh, optimizer=tx, trainable_keys=keys)
-  batch_shardings = {k: spec_sharding(BATCH_AXES[k], mesh) for k in BATCH_AXES if k != "loss_mask"}
+  batch_shardings = {k: spec_sharding(BATCH_AXES[k], mesh) for k in batch_keys}
   with sharding_context(mesh):
     state = jax.jit(create, out_shardings=shardings)(policy.variables, jax.random.key(0))
     if keep_reference:

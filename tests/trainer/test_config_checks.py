@@ -110,8 +110,10 @@ def test_model_path_is_required_and_must_exist(tmp_path):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("rollout.mode", "online", "rollout.mode: 'online' (rollouts with the current policy in the built-in"
-                               " environment) is not implemented yet"),
+    ("rollout.group_size", 0, "rollout.group_size: expected a positive number, found 0"),
+    ("rollout.top_p", 0.0, "rollout.top_p: expected a number in (0, 1], found 0.0"),
+    ("ppo.advantage_estimator", "group", "ppo.advantage_estimator: 'group' normalises returns over the rollouts"),
+    ("ppo.advantage_estimator", "vtrace", "ppo.advantage_estimator: expected one of ('gae', 'group')"),
     ("rollout.mode", "replay", "rollout.mode: expected one of ('offline', 'online'), found 'replay'"),
     ("reward.granularity", "token", "reward.granularity: expected one of ('step', 'final', 'summed'), found 'token'"),
     ("ppo.gae_mode", "steps", "ppo.gae_mode: expected one of ('step', 'token'), found 'steps'"),
