@@ -15,9 +15,10 @@
 5. `docs/results.md`: a table of mean ± 95% CI over seeds (Student-t, n = 3) per method and
    split; `docs/results.png`: the training rollouts' pass rate against the PPO step.
 
-Hyperparameters (learning rate, KL coefficient) are those of the config file, chosen with
-`--select` on the validation split only (one seed, the candidates below); the test split is
-never looked at before the final table. Every stage's workdir stays under `--out`, so a
+Every method runs with the same hyperparameters (those of the config file: learning rate,
+KL coefficient, PPO epochs, batch); nothing is tuned per method, and changes to the shared
+values are judged on the validation split only. The test split is reported, never used to
+choose. Every stage's workdir stays under `--out`, so a
 killed run resumes where it stopped. Prints one JSON line at the end.
 """
 
@@ -78,6 +79,10 @@ def run_training(config: Any, workdir: pathlib.Path, timings: dict[str, float], 
   start = time.perf_counter()
   train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
   timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+  if not finished(workdir, steps):
+    # The trainer turns SIGTERM into a checkpoint and a normal return: stop here rather than
+    # evaluate a run that did not reach its last step; a rerun resumes it.
+    raise SystemExit(f"{workdir}: stopped before step {steps} (preempted?); rerun the same command to resume")
 
 
 def evaluate_run(workdir: pathlib.Path, split: str, episodes: int, out: pathlib.Path) -> dict[str, Any]:

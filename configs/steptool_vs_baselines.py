@@ -98,7 +98,7 @@ def get_config(arg: str = "steptool") -> ml_collections.ConfigDict:
   config.ppo.whiten_advantages = True
   config.reward.kl_controller = "fixed"
   config.reward.init_kl_coef = 0.05
-  config.optim.learning_rate = 3e-4
+  config.optim.learning_rate = 1e-4  # chosen on validation, seed 0 (docs/results.md)
   config.train.num_steps = 20
   config.checkpoint.every_steps = 10_000
   return config
