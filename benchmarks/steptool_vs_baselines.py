@@ -52,12 +52,7 @@ LABELS = {"sft": "SFT (start of every PPO run)", "ppo_final": "PPO, final reward
 
 
 def set_fields(config: Any, overrides: dict[str, Any]) -> Any:
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

@@ -24,12 +24,7 @@ def config(variant=None, **overrides):
   c = evaluate_config.get_config(variant)
   c.env.num_tasks = 200
   c.eval.max_episodes = 12
-  for dotted, value in overrides.items():
-    node = c
-    *parents, leaf = dotted.split(".")
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides)
   return c
 
 

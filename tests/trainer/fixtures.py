@@ -57,10 +57,5 @@ def tiny_run_config(data_cache: pathlib.Path, variant: str = "", **overrides) ->
   config.train.num_steps = 4
   config.checkpoint.every_steps = 2
   config.log.progress_bar = False
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split("__")
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
+  config.update_from_flattened_dict({name.replace("__", "."): value for name, value in overrides.items()})
   return config

@@ -31,12 +31,7 @@ def online_config(**overrides):
   config.data.min_bucket_len = MAX_CONTEXT_LEN + MAX_NEW_TOKENS  # one length bucket
   config.data.env.num_tasks = 40  # 32 train tasks: 16 batches per epoch
   config.data.env.max_steps = MAX_STEPS
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 
