@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from model_hardware import device_peaks
+from steptool_jax.trainer.flops import device_peaks
 from steptool_jax.models import Policy, SamplingConfig, generate_with_policy, preset
 from steptool_jax.models.config import tiny
 from steptool_jax.models.policy import init_base_params
@@ -35,7 +35,7 @@ _PROMPT = flags.DEFINE_integer("prompt_len", 512, "Prompt tokens per row.")
 _NEW = flags.DEFINE_list("new_tokens", ["64", "192"], "Two generation lengths; the slope is per token.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per length (best is kept).")
 _MESH = flags.DEFINE_string("mesh", "fsdp=-1", "Mesh axis sizes, e.g. tensor=-1.")
-_HBM = flags.DEFINE_float("hbm_gbps", None, "Per-device memory bandwidth, if not in model_hardware.")
+_HBM = flags.DEFINE_float("hbm_gbps", None, "Per-device memory bandwidth, if not in steptool_jax/trainer/flops.py.")
 
 
 def run_seconds(policy: Policy, ids, mask, new_tokens: int) -> float:

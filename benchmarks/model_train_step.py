@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
-from model_hardware import device_peaks
+from steptool_jax.trainer.flops import device_peaks
 from steptool_jax.models import CausalLM, LoraConfig, ValueHead, abstract_variables, preset, score_tokens
 from steptool_jax.models.config import tiny
 from steptool_jax.models.policy import init_base_params, init_lora_params, init_value_head_params
@@ -46,7 +46,7 @@ _TRAINABLE = flags.DEFINE_enum("trainable", "full", ["full", "lora"], "What the 
 _CHUNK = flags.DEFINE_integer("logits_chunk", 1024, "Time chunk of the log-prob computation.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after one compile/warm-up step).")
 _MESH = flags.DEFINE_string("mesh", "fsdp=-1", "Mesh axis sizes, e.g. data=2,fsdp=-1,tensor=1.")
-_PEAK = flags.DEFINE_float("peak_tflops", None, "Per-device dense bf16 peak, if not in model_hardware.")
+_PEAK = flags.DEFINE_float("peak_tflops", None, "Per-device dense bf16 peak, if not in steptool_jax/trainer/flops.py.")
 
 
 def step_flops(cfg, tokens: int, seq_len: int, lora: LoraConfig | None) -> float:

@@ -31,11 +31,30 @@ import jax
 
 from steptool_jax.models.config import LoraConfig, ModelConfig, LORA_TARGETS
 
-# device_kind substring -> dense bf16 TFLOP/s per device (vendor data sheets); first match wins.
-PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
-    ("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("L4", 121.0),
-    ("TPU v6", 918.0), ("TPU v5p", 459.0), ("TPU v5 lite", 197.0), ("TPU v5e", 197.0), ("TPU v4", 275.0),
+# device_kind substring -> (dense bf16 TFLOP/s, HBM GB/s) per device, from the vendors' data
+# sheets; first match wins. The trainer's MFU and the benchmarks' roofline numbers use it.
+DEVICE_SPECS: tuple[tuple[str, float, float], ...] = (
+    ("H200", 989.0, 4800.0),
+    ("H100 PCIe", 756.0, 2000.0),
+    ("H100", 989.0, 3350.0),  # SXM
+    ("A100-SXM4-80GB", 312.0, 2039.0),
+    ("A100", 312.0, 1555.0),
+    ("L4", 121.0, 300.0),
+    ("TPU v6", 918.0, 1640.0),
+    ("TPU v5p", 459.0, 2765.0),
+    ("TPU v5 lite", 197.0, 819.0),
+    ("TPU v5e", 197.0, 819.0),
+    ("TPU v4", 275.0, 1228.0),
 )
+
+
+def device_peaks(device: jax.Device | None = None) -> tuple[float | None, float | None]:
+  """(peak dense bf16 FLOP/s, HBM bytes/s) of one device, or (None, None) when unknown (CPUs)."""
+  kind = (device or jax.devices()[0]).device_kind.lower()
+  for name, tflops, gbps in DEVICE_SPECS:
+    if name.lower() in kind:
+      return tflops * 1e12, gbps * 1e9
+  return None, None
 
 
 def matmul_params(config: ModelConfig) -> int:
@@ -84,11 +103,7 @@ def peak_flops_per_device(override_tflops: float = 0.0, device: jax.Device | Non
   """Dense bf16 FLOP/s of one device: the override, the table, or None when unknown."""
   if override_tflops > 0:
     return override_tflops * 1e12
-  kind = (device or jax.devices()[0]).device_kind.lower()
-  for name, tflops in PEAK_BF16_TFLOPS:
-    if name.lower() in kind:
-      return tflops * 1e12
-  return None
+  return device_peaks(device)[0]
 
 
 def mfu(flops: float, seconds: float, num_devices: int, peak_per_device: float | None) -> float | None:
