@@ -12,8 +12,9 @@
    `reward.granularity` and `ppo.gae_mode`), for each of 3 seeds.
 4. Every policy (SFT and each run's last checkpoint) is evaluated greedily on the
    validation and the held-out test split (`python -m steptool_jax.evaluate`'s code).
-5. `docs/results.md`: a table of mean ± 95% CI over seeds (Student-t, n = 3) per method and
-   split; `docs/results.png`: the training rollouts' pass rate against the PPO step.
+5. `OUT/results.table.md`: a markdown table of mean ± 95% CI over seeds (Student-t, n = 3)
+   per method and split (docs/results.md quotes it, with the discussion);
+   `DOCS/results.png`: the training rollouts' pass rate against the PPO step.
 
 Every method runs with the same hyperparameters (those of the config file: learning rate,
 KL coefficient, PPO epochs, batch); nothing is tuned per method, and changes to the shared
@@ -177,7 +178,7 @@ def plot_curves(curves: dict[str, list[list[tuple[int, float]]]], path: pathlib.
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", required=True, help="workdirs of every stage (resumable)")
-  parser.add_argument("--docs", default=str(REPO / "docs"), help="where results.md and results.png go")
+  parser.add_argument("--docs", default=str(REPO / "docs"), help="where results.png goes")
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--methods", default=",".join(experiment.METHODS))
   parser.add_argument("--episodes", type=int, default=0, help="evaluation episodes per split (0: the config's)")
@@ -239,7 +240,7 @@ def main() -> None:
   total = time.perf_counter() - started
   (out / "results.json").write_text(json.dumps({"results": results, "curves": curves, "timings": timings,
                                                  "seconds": total}, indent=1))
-  (docs / "results.table.md").write_text(table + "\n")
+  (out / "results.table.md").write_text(table + "\n")
   print(table)
   summary = {"seconds": round(total, 1), "methods": methods, "seeds": seeds}
   for method in methods:
