@@ -153,8 +153,8 @@ def _sft_collate(pad_id: int, loss_on: str = "actions") -> Callable[[list[Mappin
     if examples:
       batch = collate_sft(examples, pad_id=pad_id, length_buckets=(width,), batch_size=rows)
     else:
-      tokens = lambda fill: np.full((rows, width), fill, np.int32)
-      batch = {"input_ids": tokens(pad_id), "attention_mask": tokens(0), "loss_mask": tokens(0)}
+      batch = {"input_ids": _filled(rows, width, pad_id), "attention_mask": _filled(rows, width, 0),
+               "loss_mask": _filled(rows, width, 0)}
     if loss_on == "dialogue":
       batch["loss_mask"] = batch["attention_mask"].copy()
       batch["loss_mask"][:, 0] = 0  # position 0 has no predecessor to be predicted from
