@@ -42,10 +42,14 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # The task mix and text (as data.env.* of a training config; see envs.generate.GenerateConfig).
   config.env.templates = ""
   config.env.hold_out_templates = True
+  config.env.test_entities = "unseen"
+  config.env.validation_fraction = 0.1
+  config.env.test_fraction = 0.1
   config.env.quote_entities = False
   config.env.tool_descriptions = True
   config.env.contribution = "answer_overlap"  # step rewards written to episodes.jsonl
   config.env.alpha = 1.0
+  config.env.unfinished_reward = 0.0
 
   # Must match the data pipeline the policy was trained with.
   config.data = ml_collections.ConfigDict()

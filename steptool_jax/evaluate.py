@@ -50,6 +50,10 @@ from steptool_jax.trainer.env_data import template_names
 
 MODEL_KINDS = ("hf", "checkpoint", "random")
 SCRIPTED_KINDS = ("expert", "give_up")
+# The environment fields a run's config (data.env.*) hands to the evaluation config (env.*).
+ENV_FIELDS = ("num_tasks", "seed", "max_steps", "templates", "hold_out_templates", "test_entities",
+              "validation_fraction", "test_fraction", "quote_entities", "tool_descriptions", "contribution",
+              "alpha", "unfinished_reward")
 HEADLINE = ("pass_rate", "solved_rate", "tool_recall", "steps", "failed_call_rate")
 
 
@@ -79,8 +83,7 @@ def evaluate_policy(tasks: Sequence[Task], policy: ActionPolicy, tokenizer: Any,
   """One episode per task, judged by rules (`settings.group_size` is ignored)."""
   rollouts = tuple(run_episodes(tasks, policy, tokenizer, bos_id=settings.bos_id,
                                 max_context_len=settings.max_context_len, env_config=settings.env))
-  judgements = tuple(judge.judge(r.task, r.episode.trajectory(), alpha=settings.alpha, threshold=settings.threshold,
-                                 contribution=settings.contribution) for r in rollouts)
+  judgements = tuple(settings.judgement(r) for r in rollouts)
   scores = [metrics_lib.EpisodeScore.from_judgement(j, template=r.task.template, steps=r.num_steps)
             for r, j in zip(rollouts, judgements)]
   return Evaluation(rollouts=rollouts, judgements=judgements, metrics=metrics_lib.evaluation_metrics(scores))
@@ -100,7 +103,10 @@ def load_tasks(config: ml_collections.ConfigDict) -> list[Task]:
   else:
     tasks = list(generate_tasks(config.env.num_tasks, config.env.seed, quote_entities=config.env.quote_entities,
                                 templates=template_names(config.env.templates) or None,
-                                hold_out_templates=config.env.hold_out_templates)[split])
+                                hold_out_templates=config.env.hold_out_templates,
+                                test_entities=config.env.test_entities,
+                                validation_fraction=config.env.validation_fraction,
+                                test_fraction=config.env.test_fraction)[split])
   if config.eval.max_episodes < 0:
     raise ValueError(f"eval.max_episodes: expected >= 0 (0 = all), found {config.eval.max_episodes}")
   return tasks[:config.eval.max_episodes] if config.eval.max_episodes else tasks
@@ -122,8 +128,7 @@ def with_run_settings(config: ml_collections.ConfigDict) -> ml_collections.Confi
   for name in ("max_context_len", "max_response_len", "add_bos", "eos_after_actions"):
     config.data[name] = trained.data[name]
   config.env.template = trained.data.template
-  for name in ("num_tasks", "seed", "max_steps", "templates", "hold_out_templates", "quote_entities",
-               "tool_descriptions", "contribution", "alpha"):
+  for name in ENV_FIELDS:
     if name in trained.data.env:  # runs saved before a field existed keep the default
       config.env[name] = trained.data.env[name]
   return config
@@ -171,7 +176,7 @@ def rollout_settings(config: ml_collections.ConfigDict, tokenizer: Any) -> Rollo
       bos_id=bos_id, max_context_len=config.data.max_context_len, max_response_len=config.data.max_response_len,
       env=env.EnvConfig(max_steps=config.env.max_steps, template=config.env.template,
                         tool_descriptions=config.env.tool_descriptions),
-      contribution=config.env.contribution, alpha=config.env.alpha)
+      contribution=config.env.contribution, alpha=config.env.alpha, unfinished_reward=config.env.unfinished_reward)
 
 
 def build_policy(config: ml_collections.ConfigDict, tokenizer: Any, policy: Policy | None = None) -> ActionPolicy:

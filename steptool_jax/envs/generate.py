@@ -38,11 +38,12 @@ from steptool_jax.envs.tasks import SPLITS, Task, generate_tasks
 @dataclasses.dataclass(frozen=True)
 class GenerateConfig:
   """What to generate. `mistake_rate` is the expert's per-decision mistake probability;
-  `alpha`, `threshold` and `contribution` go to the rule judge; `sft_only_solved` keeps only
-  Solved episodes as SFT conversations (the step-grained data keeps every episode).
-  `templates` (default: all), `hold_out_templates`, `quote_entities`, `tool_descriptions` and `thoughts` shape
-  the task mix and the text (see `tasks.generate_tasks`, `episode.EnvConfig`,
-  `expert.run_expert`)."""
+  `alpha`, `threshold`, `contribution` and `unfinished_reward` go to the rule judge
+  (`judge.step_rewards`); `sft_only_solved` keeps only Solved episodes as SFT conversations
+  (the step-grained data keeps every episode). `templates` (default: all),
+  `hold_out_templates`, `test_entities`, the split fractions, `quote_entities`,
+  `tool_descriptions` and `thoughts` shape the task mix, the splits and the text (see
+  `tasks.generate_tasks`, `episode.EnvConfig`, `expert.run_expert`)."""
 
   num_tasks: int = 1000
   seed: int = 0
@@ -59,6 +60,10 @@ class GenerateConfig:
   tool_descriptions: bool = True
   thoughts: bool = True
   contribution: str = "answer_overlap"
+  unfinished_reward: float = 0.0
+  test_entities: str = "unseen"
+  validation_fraction: float = 0.1
+  test_fraction: float = 0.1
 
   @property
   def env_config(self) -> env.EnvConfig:
@@ -66,7 +71,9 @@ class GenerateConfig:
 
   def tasks(self) -> dict[str, tuple[Task, ...]]:
     return generate_tasks(self.num_tasks, self.seed, templates=self.templates or None,
-                          hold_out_templates=self.hold_out_templates, quote_entities=self.quote_entities)
+                          hold_out_templates=self.hold_out_templates, quote_entities=self.quote_entities,
+                          test_entities=self.test_entities, validation_fraction=self.validation_fraction,
+                          test_fraction=self.test_fraction)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +96,7 @@ def roll_out(tasks: Iterable[Task], config: GenerateConfig) -> list[Example]:
     run = expert.run_expert(task, mistakes=mistakes, seed=config.seed, config=config.env_config,
                             thoughts=config.thoughts)
     verdict = judge.judge(task, run.episode.trajectory(), alpha=config.alpha, threshold=config.threshold,
-                          contribution=config.contribution)
+                          contribution=config.contribution, unfinished_reward=config.unfinished_reward)
     examples.append(Example(task, run, verdict))
   return examples
 

@@ -143,24 +143,35 @@ def reference_contributions(task: Task, trajectory: Trajectory) -> tuple[int, ..
 
 
 def step_rewards(task: Task, trajectory: Trajectory, status: AnswerStatus, *, alpha: float = 1.0,
-                 threshold: float = 0.3, contribution: str = "answer_overlap") -> tuple[float, ...]:
-  """Intermediate rewards `(alpha SC + Con) / (alpha + 1)`, then IsSolved when there is a Finish."""
+                 threshold: float = 0.3, contribution: str = "answer_overlap",
+                 unfinished_reward: float = 0.0) -> tuple[float, ...]:
+  """Intermediate rewards `(alpha SC + Con) / (alpha + 1)`, then IsSolved for the Finish step.
+
+  An episode that never called Finish (it hit the step limit) has no answer to judge: its
+  last action is its final step and gets `unfinished_reward` in place of an intermediate
+  reward (0 = Unsolved; below 0 makes not answering worse than answering wrongly, so a
+  policy paid for its calls cannot do better by never finishing, docs/results.md run 4).
+  """
   if contribution == "answer_overlap":
-    return tuple(rules.annotate_by_rules(trajectory, status, alpha=alpha, threshold=threshold))
-  if contribution != "reference":
+    rewards = tuple(rules.annotate_by_rules(trajectory, status, alpha=alpha, threshold=threshold))
+  elif contribution == "reference":
+    rewards = tuple(step_reward(rules.succ_calling(call.response), con, alpha=alpha, contribution_scale=1)
+                    for call, con in zip(trajectory.calls, reference_contributions(task, trajectory)))
+    rewards += (status.reward,) if trajectory.finish is not None else ()
+  else:
     raise ValueError(f"contribution: expected one of {CONTRIBUTIONS}, found {contribution!r}")
-  rewards = tuple(step_reward(rules.succ_calling(call.response), con, alpha=alpha, contribution_scale=1)
-                  for call, con in zip(trajectory.calls, reference_contributions(task, trajectory)))
-  return rewards + ((status.reward,) if trajectory.finish is not None else ())
+  if trajectory.finish is None and rewards:
+    rewards = rewards[:-1] + (float(unfinished_reward),)
+  return rewards
 
 
 def judge(task: Task, trajectory: Trajectory, *, alpha: float = 1.0, threshold: float = 0.3,
-          contribution: str = "answer_overlap") -> Judgement:
+          contribution: str = "answer_overlap", unfinished_reward: float = 0.0) -> Judgement:
   status = answer_status(task, trajectory)
   return Judgement(
       task_id=task.task_id, generalization=task.generalization, status=status,
       step_rewards=step_rewards(task, trajectory, status, alpha=alpha, threshold=threshold,
-                                contribution=contribution),
+                                contribution=contribution, unfinished_reward=unfinished_reward),
       succ_calling=tuple(rules.succ_calling(call.response) for call in trajectory.calls),
       tool_recall=tool_recall(task, trajectory))
 

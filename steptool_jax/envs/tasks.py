@@ -8,7 +8,10 @@ path a correct agent takes, so a correct final answer must contain each of them.
 Splits (the spirit of ToolBench's I1/I2/I3): `train` and `validation` draw seen templates
 over seen entities; `test` holds out half its tasks on entities (cities and currencies)
 that never appear in train/validation, and half on templates that never do. No task (a
-template with its parameters; phrasing aside) appears in two splits.
+template with its parameters; phrasing aside) appears in two splits. With
+`test_entities="seen"` the test split is drawn like validation instead (seen templates, seen
+entities, new parameters): a held-out split for policies that cannot be expected to copy
+an entity they never saw, such as a small model trained from scratch.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from steptool_jax.envs.tools import FINISH_SPEC, TOOLS, convert_money, exchange_
 
 SPLITS = ("train", "validation", "test")
 SEEN, UNSEEN_ENTITIES, UNSEEN_TEMPLATES = "seen", "unseen_entities", "unseen_templates"
+TEST_ENTITIES = ("unseen", "seen")  # generate_tasks(test_entities=...)
 
 CITY_FACTS = "get_city_facts_for_city_info"
 DAILY_FORECAST = "get_daily_forecast_for_weather"
@@ -399,14 +403,15 @@ _MAX_MISSES = 2000
 def generate_tasks(num_tasks: int, seed: int, *, validation_fraction: float = 0.1,
                    test_fraction: float = 0.1, tables: Tables | None = None,
                    templates: Sequence[str] | None = None, hold_out_templates: bool = True,
-                   quote_entities: bool = False) -> dict[str, tuple[Task, ...]]:
+                   quote_entities: bool = False, test_entities: str = "unseen") -> dict[str, tuple[Task, ...]]:
   """`num_tasks` distinct tasks split into train / validation / test. Deterministic in `seed`.
 
   `templates` restricts the task mix (default: all twelve): train and validation draw its
   seen templates; the test split's `unseen_templates` half draws its held-out ones, and
   when it has none, the whole test split is `unseen_entities`. `hold_out_templates=False`
   makes every template of the mix a seen one (the test split then holds out entities only).
-  `quote_entities`: see `_query_params`.
+  `quote_entities`: see `_query_params`. `test_entities="seen"` draws the test split's
+  seen-template part from seen entities, like validation (module docstring).
 
   Raises:
     ValueError: when the templates cannot make that many distinct tasks for a split, or a
@@ -414,6 +419,14 @@ def generate_tasks(num_tasks: int, seed: int, *, validation_fraction: float = 0.
   """
   if num_tasks < 1:
     raise ValueError(f"num_tasks must be positive; got {num_tasks}")
+  if test_entities not in TEST_ENTITIES:
+    raise ValueError(f"test_entities: expected one of {TEST_ENTITIES}, found {test_entities!r}")
+  for name, fraction in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
+    if not 0 <= fraction < 1:
+      raise ValueError(f"{name}: expected a fraction in [0, 1), found {fraction}")
+  if validation_fraction + test_fraction >= 1:
+    raise ValueError(f"validation_fraction + test_fraction: expected < 1 (train needs tasks), "
+                     f"found {validation_fraction} + {test_fraction}")
   chosen = tuple(TEMPLATES) if not templates else tuple(templates)
   unknown = sorted(set(chosen) - set(TEMPLATES))
   if unknown:
@@ -432,7 +445,8 @@ def generate_tasks(num_tasks: int, seed: int, *, validation_fraction: float = 0.
   plan = (  # (split, generalization, count, templates, pool)
       ("train", SEEN, num_train, seen_templates, seen),
       ("validation", SEEN, num_val, seen_templates, seen),
-      ("test", UNSEEN_ENTITIES, num_test - held_out_count, seen_templates, everything),
+      ("test", UNSEEN_ENTITIES, num_test - held_out_count, seen_templates, everything)
+      if test_entities == "unseen" else ("test", SEEN, num_test - held_out_count, seen_templates, seen),
       ("test", UNSEEN_TEMPLATES, held_out_count, held_out_templates, seen),
   )
   used: set[tuple[Any, ...]] = set()

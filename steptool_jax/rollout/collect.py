@@ -36,10 +36,16 @@ class RolloutSettings:
   alpha: float = 1.0  # rule annotator: weight of SuccCalling
   threshold: float = 0.3  # rule annotator: LCS coverage that counts as a Contribution
   contribution: str = "answer_overlap"  # envs.judge: answer_overlap | reference
+  unfinished_reward: float = 0.0  # envs.judge: the final reward of an episode without Finish
 
   def __post_init__(self):
     if self.group_size < 1:
       raise ValueError(f"group_size: expected >= 1, found {self.group_size}")
+
+  def judgement(self, rollout: Rollout) -> judge.Judgement:
+    """The environment's rule verdict on a rollout, with these reward settings."""
+    return judge.judge(rollout.task, rollout.episode.trajectory(), alpha=self.alpha, threshold=self.threshold,
+                       contribution=self.contribution, unfinished_reward=self.unfinished_reward)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +93,7 @@ def collect(tasks: Sequence[Task], policy: ActionPolicy, tokenizer: Any, setting
   repeated, groups = grouped(tasks, settings.group_size)
   rollouts = run_episodes(repeated, policy, tokenizer, bos_id=settings.bos_id,
                           max_context_len=settings.max_context_len, env_config=settings.env, groups=groups)
-  judgements = tuple(judge.judge(r.task, r.episode.trajectory(), alpha=settings.alpha, threshold=settings.threshold,
-                                 contribution=settings.contribution) for r in rollouts)
+  judgements = tuple(settings.judgement(r) for r in rollouts)
   examples = []
   for rollout, verdict in zip(rollouts, judgements):
     example, logp = tokenized_example(rollout, verdict.step_rewards, bos_id=settings.bos_id,

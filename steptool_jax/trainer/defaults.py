@@ -63,11 +63,17 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.env.max_steps = 10
   config.data.env.templates = ""  # comma-separated task templates ("" = all twelve)
   config.data.env.hold_out_templates = True  # False: no template is kept for the test split only
+  config.data.env.test_entities = "unseen"  # unseen: test holds out cities/currencies | seen: drawn like validation
+  config.data.env.validation_fraction = 0.1
+  config.data.env.test_fraction = 0.1
   config.data.env.quote_entities = False  # cities and days in quotes in the queries (as in the JSON calls)
   config.data.env.tool_descriptions = True  # False: the system prompt lists function signatures only
   config.data.env.thoughts = True  # False: the expert writes no Thought lines
   config.data.env.contribution = "answer_overlap"  # answer_overlap | reference (envs.judge)
   config.data.env.alpha = 1.0  # step reward (alpha SuccCalling + Contribution) / (alpha + 1); the paper's 1
+  # The final reward of an episode that never called Finish (step limit), on its last step:
+  # 0 = Unsolved; < 0 makes not answering worse than a wrong answer (docs/results.md, run 4).
+  config.data.env.unfinished_reward = 0.0
 
   # Where PPO batches come from: fixed step-grained data (offline), or episodes the current
   # policy plays in the built-in environment (online: the train split of

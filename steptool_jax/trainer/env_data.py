@@ -31,7 +31,8 @@ def generate_config(config: ml_collections.ConfigDict) -> GenerateConfig:
       num_tasks=env.num_tasks, seed=env.seed, mistake_rate=env.mistake_rate, template=config.data.template,
       max_steps=env.max_steps, build_tfds=False, templates=template_names(env.templates),
       hold_out_templates=env.hold_out_templates, quote_entities=env.quote_entities, tool_descriptions=env.tool_descriptions, thoughts=env.thoughts,
-      contribution=env.contribution, alpha=env.alpha)
+      contribution=env.contribution, alpha=env.alpha, unfinished_reward=env.unfinished_reward,
+      test_entities=env.test_entities, validation_fraction=env.validation_fraction, test_fraction=env.test_fraction)
 
 
 def template_names(templates: str) -> tuple[str, ...]:

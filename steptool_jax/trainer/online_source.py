@@ -126,7 +126,8 @@ def make_online_source(config: ml_collections.ConfigDict, tokenizer: Any, *, col
   settings = RolloutSettings(bos_id=bos_id, max_context_len=data.max_context_len,
                              max_response_len=data.max_response_len, group_size=rollout.group_size,
                              env=environment.env_config, contribution=environment.contribution,
-                             alpha=environment.alpha, threshold=environment.threshold)
+                             alpha=environment.alpha, threshold=environment.threshold,
+                             unfinished_reward=environment.unfinished_reward)
   sampling = SamplingConfig(max_new_tokens=data.max_response_len, temperature=rollout.temperature,
                             top_p=rollout.top_p, pad_id=tokenizer.pad_token_id or 0)
   max_len = data.max_context_len + data.max_response_len

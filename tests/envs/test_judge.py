@@ -89,6 +89,28 @@ def test_judge_step_rewards_follow_the_rules():
   assert verdict.tool_recall == 1.0
 
 
+def test_an_unfinished_episode_ends_on_the_unfinished_reward():
+  """No Finish (the step limit): the last action is the final step and gets
+  `unfinished_reward` instead of its intermediate reward; the others keep theirs."""
+  task = _task(gold=("LH3452",), relevant=("search_flights_for_flight_search",))
+  useful = ToolCall("search_flights_for_flight_search", "{}",
+                    '{"error": "", "response": {"flight_number": "LH3452", "price_usd": 139.94}}')
+  unrelated = ToolCall("get_city_facts_for_city_info", "{}",
+                       '{"error": "", "response": {"city": "Oslo", "country": "Norway", "population": 709037}}')
+  unfinished = _trajectory(None, calls=[unrelated, useful])
+  # alpha = 1: each successful call earns SC / 2 = 0.5 (no answer to contribute to).
+  assert judge.judge(task, unfinished).step_rewards == (0.5, 0.0)
+  assert judge.judge(task, unfinished, unfinished_reward=-1.0).step_rewards == (0.5, -1.0)
+  # Against the reference solution: the useful call would earn (1 + 1) / 2 = 1 if it were not last.
+  by_reference = judge.judge(task, _trajectory(None, calls=[useful, unrelated]), contribution="reference",
+                             unfinished_reward=-0.5, alpha=0.0)
+  assert by_reference.step_rewards[-1] == -0.5 and len(by_reference.step_rewards) == 2
+  # A finished episode is not touched by the setting.
+  finished = _trajectory("Take LH3452.", calls=[useful])
+  assert judge.judge(task, finished, unfinished_reward=-1.0).step_rewards == judge.judge(task, finished).step_rewards
+  assert judge.judge(task, _trajectory(None), unfinished_reward=-1.0).step_rewards == ()
+
+
 def test_summarize():
   solved = judge.Judgement("a", "seen", AnswerStatus.SOLVED, (1.0,), (1,), 1.0)
   unsure = judge.Judgement("b", "unseen_templates", AnswerStatus.UNSURE, (0.5,), (1, 0), 0.5)

@@ -11,7 +11,7 @@ from steptool_jax.envs import episode as env
 from steptool_jax.envs import expert, judge
 from steptool_jax.envs.builtin_tokenizer import load_tokenizer
 from steptool_jax.envs.generate import GenerateConfig, generate
-from steptool_jax.envs.tasks import HELD_OUT_TEMPLATES, UNSEEN_ENTITIES, generate_tasks
+from steptool_jax.envs.tasks import HELD_OUT_TEMPLATES, SEEN, UNSEEN_ENTITIES, generate_tasks
 from steptool_jax.rewards import rules
 
 WEATHER = ("daily_weather", "high_in_fahrenheit", "rain_total")
@@ -34,6 +34,31 @@ def test_a_task_mix_without_held_out_templates():
   held = generate_tasks(300, 0, templates=WEATHER)
   assert "rain_total" not in {t.template for t in held["train"] + held["validation"]}
   assert {t.template for t in held["test"] if t.generalization != UNSEEN_ENTITIES} <= set(HELD_OUT_TEMPLATES)
+
+
+def test_a_test_split_of_seen_entities():
+  """test_entities="seen": the test split is drawn like validation (seen templates, seen cities,
+  new parameters), disjoint from train and validation; train and validation are unchanged."""
+  unseen = generate_tasks(300, 0, templates=WEATHER, hold_out_templates=False)
+  seen = generate_tasks(300, 0, templates=WEATHER, hold_out_templates=False, test_entities="seen")
+  assert seen["train"] == unseen["train"] and seen["validation"] == unseen["validation"]
+  held_out_cities = {t.params["city"] for t in unseen["test"]}
+  assert held_out_cities and not held_out_cities & {t.params["city"] for t in seen["test"]}
+  assert {t.generalization for t in seen["test"]} == {SEEN} and len(seen["test"]) == 30
+  keys = [(t.template, json.dumps(t.params, sort_keys=True)) for tasks in seen.values() for t in tasks]
+  assert len(keys) == len(set(keys))
+  sizes = generate_tasks(300, 0, templates=WEATHER, hold_out_templates=False, test_entities="seen",
+                         validation_fraction=0.2, test_fraction=0.25)
+  assert [len(sizes[s]) for s in ("train", "validation", "test")] == [165, 60, 75]
+
+
+def test_bad_split_options_are_refused():
+  with pytest.raises(ValueError, match="test_entities"):
+    generate_tasks(50, 0, test_entities="held_out")
+  with pytest.raises(ValueError, match="validation_fraction"):
+    generate_tasks(50, 0, validation_fraction=1.5)
+  with pytest.raises(ValueError, match="train needs tasks"):
+    generate_tasks(50, 0, validation_fraction=0.5, test_fraction=0.5)
 
 
 def test_bad_task_mixes_are_refused():

@@ -52,6 +52,18 @@ def test_random_model_output_becomes_failed_steps(collected):
   assert stats["rollout/episodes"] == 4 and stats["rollout/solved_rate"] == 0.0
 
 
+def test_unfinished_episodes_end_on_the_unfinished_reward(collected):
+  """A random model never calls Finish within two steps: every example's last step reward
+  is the unfinished reward (0 by default), the other steps keep their call rewards."""
+  penalised = RolloutSettings(bos_id=1, max_context_len=MAX_CONTEXT_LEN, max_response_len=MAX_NEW_TOKENS,
+                              env=env.EnvConfig(max_steps=MAX_STEPS), unfinished_reward=-1.0)
+  for rollout, verdict, example in zip(collected.rollouts, collected.judgements, collected.examples):
+    assert rollout.episode.finish is None
+    rewards = penalised.judgement(rollout).step_rewards
+    assert rewards[-1] == -1.0 and rewards[:-1] == verdict.step_rewards[:-1]
+    assert example["step_rewards"][rollout.num_steps - 1] == 0.0 == verdict.step_rewards[-1]
+
+
 def test_collated_batch_shapes_and_masks(collected):
   batch = collate_step_grained(collected.examples, pad_id=0, length_buckets=(512, 1024), max_steps=MAX_SLOTS,
                                batch_size=6)

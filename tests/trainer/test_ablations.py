@@ -113,3 +113,21 @@ def test_critic_free_group_advantages_by_hand():
   z = (returns - returns.mean()) / returns.std()
   np.testing.assert_allclose(final["used_advantages"][0, [1, 4, 6]], z[:3], atol=1e-5)
   np.testing.assert_allclose(final["used_advantages"][1, [2, 5]], z[3:], atol=1e-5)
+
+
+def test_every_expert_action_of_the_experiment_fits_its_response_length():
+  """The longest answer of the experiment's tasks (rain_total, 95-99 tokens) plus EOS must fit
+  data.max_response_len: runs 1-4 of docs/results.md used 96 and cut about half of them, so
+  the SFT policy never learned to end those answers and rollouts could not complete them."""
+  from steptool_jax.envs.builtin_tokenizer import load_tokenizer
+  from steptool_jax.envs.generate import roll_out
+  from steptool_jax.trainer.env_data import generate_config
+
+  config = steptool_vs_baselines.get_config("sft")
+  environment = generate_config(config)
+  tokenizer = load_tokenizer()
+  examples = roll_out(environment.tasks()["train"], environment)
+  lengths = [len(tokenizer.encode(action, add_special_tokens=False)) + 1  # + EOS
+             for example in examples for action in example.run.episode.actions]
+  assert len(lengths) > 500 and max(lengths) > 96  # the long answers are there
+  assert max(lengths) <= config.data.max_response_len
