@@ -31,6 +31,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from steptool_jax.cli import parse_flags
 from steptool_jax.data.records import FINISH, ToolCall, Trajectory
 from steptool_jax.data.toolbench import write_converted_answers
 from steptool_jax.envs import episode as env
@@ -277,4 +278,4 @@ if __name__ == "__main__":
   # Defined here, not at import: the benchmark imports this module next to the trainer,
   # which has a --config flag of its own.
   config_flags.DEFINE_config_file("config", None, "Evaluation config file (configs/evaluate.py).", lock_config=True)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

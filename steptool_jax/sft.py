@@ -16,6 +16,7 @@ from typing import Sequence
 
 from absl import app
 
+from steptool_jax.cli import parse_flags
 from steptool_jax.train import run_main, train_and_evaluate
 
 __all__ = ["main", "train_and_evaluate"]
@@ -26,4 +27,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

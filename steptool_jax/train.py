@@ -27,6 +27,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from steptool_jax.cli import parse_flags
 from steptool_jax.parallel import make_mesh, replicated, sharding_context, spec_sharding
 from steptool_jax.rl.kl_controller import adaptive_kl_controller, fixed_kl_controller
 from steptool_jax.trainer import checkpointing, config_checks, distributed, flops, loop, optimizer, policy_init
@@ -195,4 +196,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
