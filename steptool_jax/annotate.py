@@ -17,6 +17,10 @@ registry, so another annotator (an LLM judge) is one more entry, not a rewrite:
   paper's formula; finished runs are cached beside the output, so a rerun resumes.
 
 A method may return a dict of extra counts from its generator; they join the printed counts.
+
+Exit status: 0 when every trajectory was annotated; 2 for bad input or flags (nothing is
+written); 3 when the judge failed on some trajectories: the TSV holds the others, the
+failures are listed on stderr and in the printed counts, and a rerun asks only for them.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from steptool_jax.rewards.rules import annotate_by_rules
 from steptool_jax.rewards.shaping import step_rewards_from_annotation
 
 EXIT_BAD_INPUT = 2
+EXIT_SOME_FAILED = 3  # the output is written without the trajectories the judge failed on
 IS_SOLVED_SOURCES = ("give_up", "annotations", "gold")
 
 
@@ -211,6 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   for error in errors:
     print(error.format(), file=sys.stderr)
   print(json.dumps({"output": args.output, **counts}))
+  failed = counts.get("judge", {}).get("failed", 0)
+  if failed:
+    print(f"error: the judge failed on {failed} trajectories, left out of {args.output}; "
+          "rerun the same command to ask for them again", file=sys.stderr)
+    return EXIT_SOME_FAILED
   return 0
 
 
