@@ -112,7 +112,7 @@ def get_config(arg: str = "steptool") -> ml_collections.ConfigDict:
   config.reward.kl_controller = "fixed"
   config.reward.init_kl_coef = 0.05
   config.optim.learning_rate = 1e-4  # chosen on validation, seed 0 (docs/results.md)
-  config.train.num_steps = 20
+  config.train.num_steps = 30  # 480 episodes per run
   config.checkpoint.every_steps = 10_000
   return config
 
