@@ -23,6 +23,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import tensorflow_datasets as tfds  # noqa: E402
 
 from steptool_jax.envs.generate import GenerateConfig, generate  # noqa: E402
+from steptool_jax.envs.settings import EnvSettings
 
 
 def main() -> None:
@@ -35,7 +36,8 @@ def main() -> None:
   for rate in (float(r) for r in args.rates.split(",")):
     with tempfile.TemporaryDirectory() as out:
       start = time.perf_counter()
-      summary = generate(out, GenerateConfig(num_tasks=args.tasks, seed=args.seed, mistake_rate=rate))
+      summary = generate(out, GenerateConfig(EnvSettings(num_tasks=args.tasks, seed=args.seed, mistake_rate=rate),
+                                                template="toolllama"))
       seconds = time.perf_counter() - start
       episodes = [json.loads(line) for split in summary["splits"]
                   for line in (pathlib.Path(out) / "episodes" / f"{split}.jsonl").read_text().splitlines()]

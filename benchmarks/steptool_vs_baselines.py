@@ -3,13 +3,13 @@
     python benchmarks/steptool_vs_baselines.py --out=/tmp/steptool-exp           # the full run (< 1 h, 2 CPU cores)
     python benchmarks/steptool_vs_baselines.py --out=/tmp/smoke --smoke          # every stage at toy size
 
-1. The environment's scripted expert makes SFT data with mistakes (`data.env.mistake_rate`).
+1. The environment's scripted expert makes SFT data with mistakes (`env.mistake_rate`).
 2. SFT of a small model from random init to a competent-but-imperfect policy
    (`configs/steptool_vs_baselines.py:sft`).
 3. From that one SFT checkpoint, PPO online in the environment with each method
    (`ppo_final`, `steptool`, `no_step_reward`, `no_step_optimisation`: the same data source,
    number of updates, episodes per update and seeds; they differ only in
-   `reward.granularity` and `ppo.gae_mode`), for each of 3 seeds.
+   `reward.placement` and `ppo.gae_mode`), for each of 3 seeds.
 4. Every policy (SFT and each run's last checkpoint) is evaluated greedily on the
    validation and the held-out test split (`python -m steptool_jax.evaluate`'s code).
 5. `OUT/results.table.md`: a markdown table of mean ± 95% CI over seeds (Student-t, n = 3)

@@ -4,7 +4,7 @@
     PYTHONPATH=. python benchmarks/train_ppo_update.py --preset=tiny --seq_len=256 --dtype=float32 \
         --remat=none --mesh=data=1 --steps=3                    # the CPU smoke size
 
-The update is the trainer's own (`trainer.ppo_update`): the paper's batch of 8 rows in
+The update is the trainer's own (`trainer.updates.ppo`): the paper's batch of 8 rows in
 micro-batches of 2 with 4 accumulation steps, 4 PPO epochs, LoRA r 8 on all projections
 (`--trainable=full` for full fine-tuning with a frozen reference copy). Rows are synthetic
 step-grained rows (alternating 192-token observations and 64-token actions, a reward per
@@ -32,13 +32,15 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from steptool_jax.parallel import make_mesh, replicated, sharding_context, spec_sharding
+from steptool_jax.config.run import base_config, parse_run_config
+from steptool_jax.parallel import make_mesh, replicated, sharding_context
 from steptool_jax.parallel.mesh import resolve_axis_sizes
-from steptool_jax.rl.kl_controller import adaptive_kl_controller
-from steptool_jax.trainer import flops, optimizer, policy_init
-from steptool_jax.trainer.data_source import BATCH_AXES, STEP_GRAINED_KEYS, device_batch
-from steptool_jax.trainer.defaults import base_config
-from steptool_jax.trainer.ppo_update import PPOSettings, make_ppo_stages, make_ppo_update
+from steptool_jax.rl.kl_controller import make_kl_controller
+from steptool_jax.trainer import flops, policy_init
+from steptool_jax.trainer.algorithms import PPO
+from steptool_jax.trainer.sources.batches import STEP_GRAINED_KEYS, batch_shardings, device_batch
+from steptool_jax.trainer import optimizer
+from steptool_jax.trainer.updates.ppo import make_ppo_stages, make_ppo_update
 from steptool_jax.trainer.state import create_train_state, state_shardings
 
 _PRESET = flags.DEFINE_string("preset", "llama3_2_1b", "Model preset (tiny: vocabulary 512).")
@@ -100,22 +102,23 @@ def main(argv):
   config.model.lora.enabled = _TRAINABLE.value == "lora"
   config.batch.update({"size": _BATCH.value, "minibatch_size": _MINIBATCH.value, "grad_accum_steps": _ACCUM.value})
   config.ppo.epochs = _EPOCHS.value
+  run = parse_run_config(config)
   sizes = resolve_axis_sizes({k: int(v) for k, v in (item.split("=") for item in _MESH.value.split(","))},
                              jax.device_count())
   mesh = make_mesh(sizes)
 
-  policy = policy_init.initial_policy(config, 512, mesh)
+  policy = policy_init.initial_policy(run, 512, mesh)
   model_config, lora = policy.config, policy.lora
-  tx = optimizer.make_optimizer(config.optim, 1000)
-  keys = optimizer.trainable_collections(config)
-  create = functools.partial(create_train_state, optimizer=tx, trainable_keys=keys, kl=adaptive_kl_controller(),
-                             master_dtype=jnp.float32, keep_reference=lora is None)
+  tx = optimizer.make_optimizer(run.optim, 1000)
+  keys = PPO.trainable_collections(run)
+  reward = run.reward
+  create = functools.partial(
+      create_train_state, optimizer=tx, trainable_keys=keys, master_dtype=jnp.float32, keep_reference=lora is None,
+      kl=make_kl_controller(reward.kl_controller, reward.init_kl_coef, reward.kl_target, reward.kl_horizon))
   abstract = jax.eval_shape(create, policy.variables, jax.random.key(0))
   shardings = state_shardings(abstract, model_config=model_config, lora=lora, mesh=mesh, optimizer=tx,
                               trainable_keys=keys)
-  batch_shardings = {k: spec_sharding(BATCH_AXES[k], mesh) for k in STEP_GRAINED_KEYS}
-  settings = PPOSettings.from_config(config)
-  stages = make_ppo_stages(model_config, lora, settings, tx, keys)
+  stages = make_ppo_stages(model_config, lora, run, tx, keys)
   local = synthetic_batch(_BATCH.value, _SEQ_LEN.value, model_config.vocab_size)
   steps = _STEPS.value
 
@@ -126,12 +129,11 @@ def main(argv):
     rollout = jax.jit(stages.rollout_statistics)
     rollout_s, stats = timed(rollout, state, batch["input_ids"], batch["attention_mask"], steps=steps)
     advantages = jax.jit(stages.advantages)
-    advantages_s, adv = timed(advantages, state, batch, *stats, steps=steps)
+    advantages_s, estimate = timed(advantages, state, batch, stats, steps=steps)
     optimize = jax.jit(stages.optimize)
-    optimize_s, _ = timed(optimize, state, batch, stats[0], stats[1], adv["used_advantages"], adv["returns"],
-                          jax.random.key(1), steps=steps)
-    update = jax.jit(make_ppo_update(model_config, lora, settings, tx, keys),
-                     in_shardings=(shardings, batch_shardings, replicated(mesh)),
+    optimize_s, _ = timed(optimize, state, batch, stats, estimate, jax.random.key(1), steps=steps)
+    update = jax.jit(make_ppo_update(model_config, lora, run, tx, keys),
+                     in_shardings=(shardings, batch_shardings(STEP_GRAINED_KEYS, mesh), replicated(mesh)),
                      out_shardings=(shardings, replicated(mesh)), donate_argnums=(0,))
     holder = {"state": state}
 
@@ -149,7 +151,7 @@ def main(argv):
   devices = mesh.devices.size
   print(f"device: {jax.devices()[0].device_kind} x{devices}  mesh {sizes}  model: {_PRESET.value}"
         f" ({model_config.num_params() / 1e6:,.1f}M parameters)  dtype {_DTYPE.value}  remat {_REMAT.value}"
-        f"  attention {config.model.attention_impl}  trainable {_TRAINABLE.value}")
+        f"  attention {run.model.attention_impl}  trainable {_TRAINABLE.value}")
   print(f"batch {_BATCH.value} x {_SEQ_LEN.value} tokens, micro-batches of {_MINIBATCH.value}, accumulation"
         f" {_ACCUM.value}, {_EPOCHS.value} PPO epochs; median of {steps} runs")
   print(f"PPO update {update_s * 1e3:.1f} ms: {tokens / update_s:,.0f} tokens/s,"

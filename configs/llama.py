@@ -12,7 +12,7 @@ PPO with `--config.model.init_from=<the SFT workdir>`.
 
 from __future__ import annotations
 
-from steptool_jax.trainer.defaults import apply_paper_recipe, base_config
+from steptool_jax.config.run import apply_paper_recipe, base_config
 
 
 def get_config(arg: str = ""):

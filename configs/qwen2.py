@@ -10,7 +10,7 @@ tensor axis of 1, 2 or 4 devices (put more devices on `mesh.fsdp` or `mesh.data`
 
 from __future__ import annotations
 
-from steptool_jax.trainer.defaults import apply_paper_recipe, base_config
+from steptool_jax.config.run import apply_paper_recipe, base_config
 
 
 def get_config(arg: str = ""):

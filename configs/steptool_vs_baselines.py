@@ -7,12 +7,12 @@ trained online in the built-in environment from the same SFT checkpoint.
 
 The methods differ in two switches and nothing else (same data, updates, samples, seeds):
 
-| variant | reward.granularity | ppo.gae_mode | what it is |
+| variant | reward.placement | ppo.gae_mode | what it is |
 |---|---|---|---|
-| `steptool` | step | step | step-grained rewards, step-grained optimisation (StepTool) |
-| `no_step_reward` | final | step | final reward only, step optimisation kept (the paper's ablation) |
+| `steptool` | paper | step | step-grained rewards, step-grained optimisation (StepTool) |
+| `no_step_reward` | final_only | step | final reward only, step optimisation kept (the paper's ablation) |
 | `no_step_optimisation` | summed | token | step rewards summed into one reward on the last token, PPO over the whole sequence (the paper's ablation) |
-| `ppo_final` | final | token | PPO with the final reward over the whole sequence (the paper's baseline) |
+| `ppo_final` | final_only | token | PPO with the final reward over the whole sequence (the paper's baseline) |
 
 `step` GAE treats tool observations as environment transitions (the bootstrap at a step's
 end is the value of the next action); `token` GAE runs over every position, observation
@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import ml_collections
 
-from steptool_jax.trainer.defaults import base_config
+from steptool_jax.config.run import base_config
 
 METHODS = ("ppo_final", "steptool", "no_step_reward", "no_step_optimisation")
 EVAL_EPISODES = 80  # per split and policy (greedy): all of validation and test
-SWITCHES = {  # method -> (reward.granularity, ppo.gae_mode)
-    "steptool": ("step", "step"),
-    "no_step_reward": ("final", "step"),
+SWITCHES = {  # method -> (reward.placement, ppo.gae_mode)
+    "steptool": ("paper", "step"),
+    "no_step_reward": ("final_only", "step"),
     "no_step_optimisation": ("summed", "token"),
-    "ppo_final": ("final", "token"),
+    "ppo_final": ("final_only", "token"),
 }
 
 
@@ -46,7 +46,7 @@ def shared(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.data.max_context_len = 768
   config.data.max_response_len = 128  # the 3-call answers are 95-99 tokens + EOS (96 cut them in runs 1-4)
   config.data.min_bucket_len = 256
-  env = config.data.env
+  env = config.env
   env.num_tasks = 400
   env.seed = 0
   env.mistake_rate = 0.1
@@ -90,17 +90,17 @@ def get_config(arg: str = "steptool") -> ml_collections.ConfigDict:
     return config
   if arg not in SWITCHES:
     raise ValueError(f"configs/steptool_vs_baselines.py: unknown variant {arg!r}; expected sft or one of {METHODS}")
-  config.reward.granularity, config.ppo.gae_mode = SWITCHES[arg]
+  config.reward.placement, config.ppo.gae_mode = SWITCHES[arg]
   # Intermediate rewards are the Contribution alone (0 or 1, each reference observation
   # counted once), not the paper's (SuccCalling + Contribution) / 2: with a policy that rarely
   # solves a task, 0.5 for every successful call made the return grow with the number of calls,
   # and StepTool learned to stop finishing (docs/results.md, run 1). With alpha = 0 the
   # intermediate return is bounded by the reference solution's calls and cannot be farmed.
-  config.data.env.alpha = 0.0
+  config.env.alpha = 0.0
   # Not answering is worse than answering wrongly: an episode that hits the step limit ends
   # on -1 (a wrong answer earns 0). With 0, StepTool learned to collect the call rewards and
   # then never finish, since the answer step costs KL and rarely pays (run 4).
-  config.data.env.unfinished_reward = -1.0
+  config.env.unfinished_reward = -1.0
   config.rollout.mode = "online"
   config.rollout.group_size = 1
   config.rollout.temperature = 1.0

@@ -19,7 +19,7 @@ Variants (combine with commas, e.g. `configs/tiny.py:lora,final`):
 
 from __future__ import annotations
 
-from steptool_jax.trainer.defaults import base_config
+from steptool_jax.config.run import base_config
 
 VARIANTS = ("sft", "lora", "final", "summed")
 
@@ -37,8 +37,8 @@ def get_config(arg: str = ""):
   config.data.max_context_len = 384
   config.data.max_response_len = 128
   config.data.min_bucket_len = 512  # one bucket: one compilation
-  config.data.env.num_tasks = 200
-  config.data.env.mistake_rate = 0.3
+  config.env.num_tasks = 200
+  config.env.mistake_rate = 0.3
   config.optim.learning_rate = 1e-4
   # Offline data: whitening with a mean shift gives the same tokens (the early tokens of
   # each action, far from the step's reward) a negative advantage on every pass, and their
@@ -58,7 +58,7 @@ def get_config(arg: str = ""):
     config.model.lora.rank = 8
     config.model.lora.alpha = 16.0
   if "final" in variants:
-    config.reward.granularity = "final"
+    config.reward.placement = "final_only"
   if "summed" in variants:
-    config.reward.granularity = "summed"
+    config.reward.placement = "summed"
   return config

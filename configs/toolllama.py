@@ -11,7 +11,7 @@ alpha 16 on q_proj and v_proj (PEFT's Llama defaults, as the original config), t
 
 from __future__ import annotations
 
-from steptool_jax.trainer.defaults import apply_paper_recipe, base_config
+from steptool_jax.config.run import apply_paper_recipe, base_config
 
 
 def get_config(arg: str = ""):

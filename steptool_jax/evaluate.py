@@ -1,5 +1,6 @@
 """`python -m steptool_jax.evaluate`: a policy on a task split of the built-in environment.
 
+    python -m steptool_jax.evaluate --workdir=RUN_DIR         # a run of ours, with its own settings
     python -m steptool_jax.evaluate --config=configs/evaluate.py --config.policy.path=/ckpt/hf_dir \\
         --config.eval.split=test --config.output_dir=/tmp/eval
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import sys
 import time
@@ -31,31 +33,25 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from steptool_jax.cli import parse_flags
+from steptool_jax.cli import EXIT_BAD_INPUT, parse_flags, quiet_startup
+from steptool_jax.config.evaluation import EvalConfig, parse_eval_config
 from steptool_jax.data.records import FINISH, ToolCall, Trajectory
 from steptool_jax.data.toolbench import write_converted_answers
-from steptool_jax.envs import episode as env
 from steptool_jax.envs import judge
-from steptool_jax.envs.builtin_tokenizer import load_tokenizer
 from steptool_jax.envs.expert import Mistakes
-from steptool_jax.envs.tasks import SPLITS, Task, generate_tasks
+from steptool_jax.envs.tasks import Task
 from steptool_jax.models.generate import SamplingConfig
 from steptool_jax.models.policy import Policy
+from steptool_jax.models.tokenizer import BUILTIN, load_tokenizer
 from steptool_jax.rollout import metrics as metrics_lib
-from steptool_jax.rollout.collect import RolloutSettings
+from steptool_jax.rollout.collect import RolloutSettings, rollout_settings_of
 from steptool_jax.rollout.episodes import Rollout, run_episodes
 from steptool_jax.rollout.policies import ActionPolicy, model_policy, text_policy, width_buckets
 from steptool_jax.rollout.scripted import expert_writer, give_up_writer
 from steptool_jax.rollout.stopping import action_stops
-from steptool_jax.trainer.env_data import template_names
 
-MODEL_KINDS = ("hf", "checkpoint", "random")
-SCRIPTED_KINDS = ("expert", "give_up")
-# The environment fields a run's config (data.env.*) hands to the evaluation config (env.*).
-ENV_FIELDS = ("num_tasks", "seed", "max_steps", "templates", "hold_out_templates", "test_entities",
-              "validation_fraction", "test_fraction", "quote_entities", "tool_descriptions", "contribution",
-              "alpha", "unfinished_reward")
 HEADLINE = ("pass_rate", "solved_rate", "tool_recall", "steps", "failed_call_rate")
+EVAL_DIR = "eval"  # --workdir=RUN writes its outputs to RUN/eval/<split>/ (unless output_dir is set)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +79,7 @@ def evaluate_policy(tasks: Sequence[Task], policy: ActionPolicy, tokenizer: Any,
                     settings: RolloutSettings) -> Evaluation:
   """One episode per task, judged by rules (`settings.group_size` is ignored)."""
   rollouts = tuple(run_episodes(tasks, policy, tokenizer, bos_id=settings.bos_id,
-                                max_context_len=settings.max_context_len, env_config=settings.env))
+                                max_context_len=settings.max_context_len, env_config=settings.episode_config))
   judgements = tuple(settings.judgement(r) for r in rollouts)
   scores = [metrics_lib.EpisodeScore.from_judgement(j, template=r.task.template, steps=r.num_steps)
             for r, j in zip(rollouts, judgements)]
@@ -92,73 +88,54 @@ def evaluate_policy(tasks: Sequence[Task], policy: ActionPolicy, tokenizer: Any,
 
 # -- building the pieces from the config ------------------------------------------------------
 
+Config = EvalConfig | ml_collections.ConfigDict
 
-def load_tasks(config: ml_collections.ConfigDict) -> list[Task]:
+
+def load_tasks(config: Config) -> list[Task]:
   """The evaluated tasks: the split (from a tasks file or regenerated), capped at max_episodes."""
+  config = parse_eval_config(config)
   split = config.eval.split
-  if split not in SPLITS:
-    raise ValueError(f"eval.split: expected one of {', '.join(SPLITS)}, found {split!r}")
-  if config.env.tasks_file:
-    with open(config.env.tasks_file, encoding="utf-8") as f:
+  if config.eval.tasks_file:
+    with open(config.eval.tasks_file, encoding="utf-8") as f:
       tasks = [Task.from_json(json.loads(line)) for line in f if line.strip()]
   else:
-    tasks = list(generate_tasks(config.env.num_tasks, config.env.seed, quote_entities=config.env.quote_entities,
-                                templates=template_names(config.env.templates) or None,
-                                hold_out_templates=config.env.hold_out_templates,
-                                test_entities=config.env.test_entities,
-                                validation_fraction=config.env.validation_fraction,
-                                test_fraction=config.env.test_fraction)[split])
-  if config.eval.max_episodes < 0:
-    raise ValueError(f"eval.max_episodes: expected >= 0 (0 = all), found {config.eval.max_episodes}")
+    tasks = list(config.env.tasks()[split])
   return tasks[:config.eval.max_episodes] if config.eval.max_episodes else tasks
 
 
-def with_run_settings(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """For `policy.kind=checkpoint` (one of our run directories): the tokenizer, the data
-  pipeline's settings and the environment's split settings of that run, as saved with its
-  checkpoint, replace the evaluation config's, so the policy acts on the tokens it was
-  trained on. Other kinds: the config as it is."""
+def with_run_settings(config: Config) -> EvalConfig:
+  """For `policy.kind=checkpoint` (one of our run directories): the tokenizer, the `data` and
+  the `env` sections of that run, as saved with its checkpoint, replace the evaluation
+  config's, so the policy acts on the tokens and tasks it was trained on. Other kinds: the
+  config as it is."""
+  config = parse_eval_config(config)
   if config.policy.kind != "checkpoint":
     return config
-  if not config.policy.path:
-    raise ValueError("policy.path: required for policy.kind='checkpoint' (a run directory of ours)")
+  config.policy.check_path()
   from steptool_jax.trainer import policy_init  # noqa: PLC0415
   trained = policy_init.run_config(config.policy.path)
-  config = ml_collections.ConfigDict(config.to_dict())  # an unlocked copy
-  config.tokenizer = trained.tokenizer or trained.model.path
-  for name in ("max_context_len", "max_response_len", "add_bos", "eos_after_actions"):
-    config.data[name] = trained.data[name]
-  config.env.template = trained.data.template
-  for name in ENV_FIELDS:
-    if name in trained.data.env:  # runs saved before a field existed keep the default
-      config.env[name] = trained.data.env[name]
-  return config
+  return dataclasses.replace(config, tokenizer=trained.tokenizer or trained.model.path, data=trained.data,
+                             env=trained.env)
 
 
-def load_policy_tokenizer(config: ml_collections.ConfigDict) -> Any:
-  """`tokenizer`: "" or "builtin" for the built-in one, else a directory; with kind=hf and
-  no tokenizer named, the model directory's own when it has one."""
-  name = config.tokenizer
-  path = pathlib.Path(config.policy.path) if config.policy.path else None
-  if not name and config.policy.kind == "hf" and path is not None and (path / "tokenizer_config.json").is_file():
-    name = str(path)
-  if not name or name == "builtin":
-    return load_tokenizer()
-  from transformers import AutoTokenizer  # noqa: PLC0415 (slow import, only for real models)
-  return AutoTokenizer.from_pretrained(name, local_files_only=True)
+def load_policy_tokenizer(config: Config) -> Any:
+  """`tokenizer`: "builtin", a directory, or "" for the model's own (`policy.path`)."""
+  config = parse_eval_config(config)
+  model_path = config.policy.path if config.policy.kind == "hf" else ""
+  return load_tokenizer(config.tokenizer, model_path)
 
 
-def load_model(config: ml_collections.ConfigDict, tokenizer: Any) -> Policy:
+def load_model(config: Config, tokenizer: Any) -> Policy:
   """The policy a `hf`, `checkpoint` or `random` config describes."""
   from steptool_jax.models.config import preset  # noqa: PLC0415
   from steptool_jax.models.policy import init_policy  # noqa: PLC0415
   from steptool_jax.models.pretrained import load_pretrained  # noqa: PLC0415
+  config = parse_eval_config(config)
   kind, path = config.policy.kind, config.policy.path
   if kind == "random":
     model_config = preset(config.policy.model_preset, vocab_size=len(tokenizer))
     return init_policy(model_config, jax.random.key(config.policy.seed), with_value_head=False)
-  if not path:
-    raise ValueError(f"policy.path: required for policy.kind={kind!r}")
+  config.policy.check_path()
   if kind == "hf":
     return load_pretrained(path, with_value_head=False)
   from steptool_jax.parallel import make_mesh  # noqa: PLC0415
@@ -167,21 +144,15 @@ def load_model(config: ml_collections.ConfigDict, tokenizer: Any) -> Policy:
   return policy_init.policy_of_run(path, len(tokenizer), mesh)
 
 
-def rollout_settings(config: ml_collections.ConfigDict, tokenizer: Any) -> RolloutSettings:
-  bos_id = None
-  if config.data.add_bos:
-    bos_id = tokenizer.bos_token_id
-    if bos_id is None:
-      raise ValueError("data.add_bos: the tokenizer has no BOS token; set data.add_bos=False")
-  return RolloutSettings(
-      bos_id=bos_id, max_context_len=config.data.max_context_len, max_response_len=config.data.max_response_len,
-      env=env.EnvConfig(max_steps=config.env.max_steps, template=config.env.template,
-                        tool_descriptions=config.env.tool_descriptions),
-      contribution=config.env.contribution, alpha=config.env.alpha, unfinished_reward=config.env.unfinished_reward)
+def rollout_settings(config: Config, tokenizer: Any) -> RolloutSettings:
+  """How the episodes are played and judged: as in training, with this config's sections."""
+  config = parse_eval_config(config)
+  return rollout_settings_of(config.data, config.env, tokenizer)
 
 
-def build_policy(config: ml_collections.ConfigDict, tokenizer: Any, policy: Policy | None = None) -> ActionPolicy:
+def build_policy(config: Config, tokenizer: Any, policy: Policy | None = None) -> ActionPolicy:
   """The acting policy: scripted, or `policy` (loaded from the config when None) generating."""
+  config = parse_eval_config(config)
   kind = config.policy.kind
   eos_id = tokenizer.eos_token_id if config.data.eos_after_actions else None
   if kind == "expert":
@@ -189,8 +160,6 @@ def build_policy(config: ml_collections.ConfigDict, tokenizer: Any, policy: Poli
                        tokenizer, eos_id=eos_id)
   if kind == "give_up":
     return text_policy(give_up_writer(), tokenizer, eos_id=eos_id)
-  if kind not in MODEL_KINDS:
-    raise ValueError(f"policy.kind: expected one of {', '.join(MODEL_KINDS + SCRIPTED_KINDS)}, found {kind!r}")
   policy = policy if policy is not None else load_model(config, tokenizer)
   needed = config.data.max_context_len + config.data.max_response_len
   if needed > policy.config.max_position_embeddings:
@@ -198,9 +167,9 @@ def build_policy(config: ml_collections.ConfigDict, tokenizer: Any, policy: Poli
                      f"max_position_embeddings ({policy.config.max_position_embeddings})")
   sampling = SamplingConfig(max_new_tokens=config.data.max_response_len, temperature=config.eval.temperature,
                             top_p=config.eval.top_p, pad_id=tokenizer.pad_token_id or 0)
-  stops = action_stops(tokenizer, config.env.template, policy.config.eos_token_ids)
+  stops = action_stops(tokenizer, config.data.template, policy.config.eos_token_ids)
   return model_policy(policy, tokenizer, stops, sampling, jax.random.key(config.eval.seed),
-                      template=config.env.template, max_batch=config.eval.batch_size,
+                      template=config.data.template, max_batch=config.eval.batch_size,
                       widths=width_buckets(config.data.max_context_len, config.eval.width_bucket))
 
 
@@ -238,9 +207,11 @@ def write_outputs(output_dir: str | pathlib.Path, evaluation: Evaluation, summar
     json.dump({"summary": summary, "metrics": evaluation.metrics}, f, indent=1)
 
 
-def run(config: ml_collections.ConfigDict, policy: Policy | None = None) -> dict[str, Any]:
+def run(config: Config, policy: Policy | None = None) -> dict[str, Any]:
   """Loads what the config names, evaluates, writes the outputs; returns the summary."""
   config = with_run_settings(config)
+  if policy is None and config.policy.kind == "hf":
+    config.policy.check_path()  # before the tokenizer, which would come from that path
   tokenizer = load_policy_tokenizer(config)
   tasks = load_tasks(config)
   if not tasks:
@@ -256,26 +227,50 @@ def run(config: ml_collections.ConfigDict, policy: Policy | None = None) -> dict
   return summary
 
 
+def cli_config(config: ml_collections.ConfigDict | None, workdir: str) -> EvalConfig:
+  """The evaluation `--config` and `--workdir` describe: `--workdir=RUN` alone evaluates one of
+  our runs with its own settings (outputs in RUN/eval/<split>/); with a config file, the run
+  replaces only the policy."""
+  if config is None and not workdir:
+    raise app.UsageError("--config or --workdir is required (e.g. --workdir=RUN_DIR, or"
+                         " --config=configs/evaluate.py --config.policy.path=HF_DIR)")
+  if config is None:
+    from configs import evaluate as evaluate_config  # noqa: PLC0415 (the repository's default evaluation)
+    config = evaluate_config.get_config()
+  typed = parse_eval_config(config)
+  if workdir:
+    typed = dataclasses.replace(typed, policy=dataclasses.replace(typed.policy, kind="checkpoint", path=workdir))
+    if not typed.output_dir:
+      typed = dataclasses.replace(typed, output_dir=os.path.join(workdir, EVAL_DIR, typed.eval.split))
+  return typed
+
+
 def main(argv: Sequence[str]) -> None:
+  quiet_startup()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  config = flags.FLAGS.config
-  if config is None:
-    raise app.UsageError("--config is required (e.g. --config=configs/evaluate.py)")
-  logging.info("config:\n%s", config)
-  summary = run(config)
+  try:
+    config = cli_config(flags.FLAGS.config, flags.FLAGS.workdir or "")
+    logging.info("config:\n%s", config)
+    summary = run(config)
+  except (ValueError, OSError) as e:  # bad config values, paths, data: the message names the field or file
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
   for name in HEADLINE:
     low, high = summary[f"{name}_ci"]
     if summary[name] is None:
       logging.info("%s: undefined (nothing to rate)", name)
     else:
       logging.info("%s = %.4f  (95%% CI %.4f .. %.4f)", name, summary[name], low, high)
+  if config.output_dir:
+    logging.info("outputs in %s", config.output_dir)
   sys.stdout.write(json.dumps(summary) + "\n")
   sys.stdout.flush()
 
 
 if __name__ == "__main__":
   # Defined here, not at import: the benchmark imports this module next to the trainer,
-  # which has a --config flag of its own.
+  # which has flags of its own.
   config_flags.DEFINE_config_file("config", None, "Evaluation config file (configs/evaluate.py).", lock_config=True)
+  flags.DEFINE_string("workdir", None, "A run directory of ours: evaluate its latest policy with its own settings.")
   app.run(main, flags_parser=parse_flags)

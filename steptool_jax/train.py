@@ -4,21 +4,23 @@ r"""Step-grained PPO (StepTool), sharded over a device mesh.
     python -m steptool_jax.train --config=configs/llama.py --workdir=gs://... \
         --config.model.path=/ckpt/Llama-3.1-8B-Instruct --config.data.train_path=/data/train.tsv
 
-Top to bottom: config -> distributed runtime -> mesh -> data -> policy -> train state
-(restored from WORKDIR when it has checkpoints) -> one jitted, donated
-`update(state, batch, rng)` -> the loop (progress, metrics, checkpoints, SIGTERM).
-`train_and_evaluate` is the same run as a function (tests call it in-process); it also
-runs supervised fine-tuning when `config.algorithm == "sft"` (`python -m steptool_jax.sft`).
+Top to bottom: config (typed and checked) -> distributed runtime -> mesh -> tokenizer ->
+policy -> data source (the algorithm's: offline rows or online rollouts of this policy) ->
+train state (restored from WORKDIR when it has checkpoints) -> one jitted, donated
+`update(state, batch, rng)` -> the loop (progress, metrics, checkpoints, SIGTERM) -> a
+summary with the next commands. `train_and_evaluate` is the same run as a function (tests
+call it in-process); it runs whichever algorithm the config names (`python -m
+steptool_jax.sft` runs the SFT ones), asking its record (`trainer.algorithms`) for the parts.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import logging as pylogging
 import os
 import pathlib
 import sys
+import time
 from typing import Sequence
 
 import jax
@@ -27,21 +29,24 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from steptool_jax.cli import parse_flags
-from steptool_jax.parallel import make_mesh, replicated, sharding_context, spec_sharding
-from steptool_jax.rl.kl_controller import adaptive_kl_controller, fixed_kl_controller
-from steptool_jax.trainer import checkpointing, config_checks, distributed, flops, loop, optimizer, policy_init
-from steptool_jax.trainer.data_source import BATCH_AXES, batch_keys, make_data_source
-from steptool_jax.trainer.online_source import OnlineSource
-from steptool_jax.trainer.metrics import MetricsWriter
-from steptool_jax.trainer.ppo_update import PPOSettings, make_ppo_update
-from steptool_jax.trainer.preemption import sigterm_flag
-from steptool_jax.trainer.progress import Progress
-from steptool_jax.trainer.sft_update import SFTSettings, make_sft_update
+from steptool_jax.cli import EXIT_BAD_INPUT, parse_flags, quiet_startup
+from steptool_jax.config import schema
+from steptool_jax.config.run import RunConfig, parse_run_config
+from steptool_jax.models.tokenizer import load_tokenizer
+from steptool_jax.parallel import make_mesh, replicated, sharding_context
+from steptool_jax.rl.kl_controller import make_kl_controller
+from steptool_jax.trainer import distributed, flops, optimizer, policy_init
+from steptool_jax.trainer.algorithms import ALGORITHMS
+from steptool_jax.trainer.run import checkpointing, loop
+from steptool_jax.trainer.run.metrics import JSONL, MetricsWriter
+from steptool_jax.trainer.run.preemption import sigterm_flag
+from steptool_jax.trainer.run.progress import Progress
+from steptool_jax.trainer.run.summary import read_records, summary_lines
+from steptool_jax.trainer.sources.batches import batch_shardings, local_rows
 from steptool_jax.trainer.state import create_train_state, state_shardings
-from steptool_jax.trainer.tokenizer import load_tokenizer
 
 RESOLVED_CONFIG = "train_config.json"
+EXIT_NONFINITE = 1
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/tiny.py[:variant].",
                                           lock_config=True)
@@ -49,103 +54,89 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, met
                                " checkpoints.")
 
 
-def kl_controller(reward: ml_collections.ConfigDict):
-  if reward.kl_controller == "adaptive":
-    return adaptive_kl_controller(reward.init_kl_coef, reward.kl_target, reward.kl_horizon)
-  return fixed_kl_controller(reward.init_kl_coef)
-
-
-def optimizer_steps_per_update(config: ml_collections.ConfigDict) -> int:
-  if config.algorithm == "sft":
-    return 1
-  return config.ppo.epochs * config.batch.size // (config.batch.minibatch_size * config.batch.grad_accum_steps)
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str], *,
+def train_and_evaluate(config: RunConfig | ml_collections.ConfigDict, workdir: str | os.PathLike[str], *,
                        devices: Sequence[jax.Device] | None = None,
                        halt_at_step: int | None = None) -> loop.RunResult:
-  """Trains (PPO or SFT, by `config.algorithm`) in `workdir`, resuming from its checkpoints.
+  """Trains (the algorithm `config.algorithm` names) in `workdir`, resuming from its checkpoints.
 
-  `devices` (default: all) are the devices of the mesh. `halt_at_step` (tests) stops after
-  that step as if the process had been killed: no checkpoint beyond the periodic ones.
+  `config` is typed (`RunConfig`) or the ConfigDict of a config file. `devices` (default:
+  all) are the devices of the mesh. `halt_at_step` (tests) stops after that step as if the
+  process had been killed: no checkpoint beyond the periodic ones.
 
   Raises:
-    ValueError: a bad config value (names the field), before any work is done.
+    ValueError: a bad config value (names the field) or data file, before any work is done.
     loop.NonFiniteError: the loss, a gradient or a parameter became NaN/inf.
   """
   # --- Config --------------------------------------------------------------------------------
+  run = config if isinstance(config, RunConfig) else parse_run_config(config)
+  algorithm = ALGORITHMS[run.algorithm]
   workdir = pathlib.Path(workdir)
   devices = list(jax.devices() if devices is None else devices)
-  mesh_sizes = config_checks.validate(config, num_devices=len(devices), process_count=jax.process_count())
-  config_json = checkpointing.config_json(config)
+  run.check_paths()
+  mesh_sizes = run.mesh_sizes(len(devices), jax.process_count())
+  config_json = checkpointing.config_json(run)
   is_main = jax.process_index() == 0
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / RESOLVED_CONFIG).write_text(json.dumps(config_json, indent=1, sort_keys=True) + "\n")
-    logging.info("resolved config:\n%s", config)
+    logging.info("resolved config:\n%s", schema.to_config_dict(run))
 
   # --- Mesh ----------------------------------------------------------------------------------
   mesh = make_mesh(mesh_sizes, devices)
   logging.info("mesh %s over %d devices (%s)", dict(mesh.shape), mesh.devices.size, devices[0].device_kind)
 
-  # --- Data ----------------------------------------------------------------------------------
-  tokenizer = load_tokenizer(config)
-  cache_dir = pathlib.Path(os.path.expanduser(config.data.cache_dir)) if config.data.cache_dir else workdir / "cache"
-  source = make_data_source(config, tokenizer, cache_dir=cache_dir, mesh=mesh)
-  num_steps = config.train.num_steps or config.train.num_epochs * source.steps_per_epoch
-  logging.info("data: %s; %d steps per epoch, %d steps", source.counters, source.steps_per_epoch, num_steps)
-
   # --- Policy --------------------------------------------------------------------------------
-  policy = policy_init.initial_policy(config, len(tokenizer), mesh)
+  tokenizer = load_tokenizer(run.tokenizer, run.model.path)
+  policy = policy_init.initial_policy(run, len(tokenizer), mesh)
   model_config, lora = policy.config, policy.lora
-  if isinstance(source, OnlineSource):  # rollouts generate with the policy's architecture
-    source = source.for_model(model_config, lora)
   logging.info("policy: %.1fM parameters, LoRA %s", model_config.num_params() / 1e6, lora)
 
+  # --- Data ----------------------------------------------------------------------------------
+  cache_dir = pathlib.Path(os.path.expanduser(run.data.cache_dir)) if run.data.cache_dir else workdir / "cache"
+  source = algorithm.make_source(run, tokenizer, policy, cache_dir=cache_dir,
+                                 local_rows=local_rows(mesh, run.batch.size))
+  num_steps = run.train.num_steps or run.train.num_epochs * source.steps_per_epoch
+  logging.info("data: %s; %d steps per epoch, %d steps", source.counters, source.steps_per_epoch, num_steps)
+
   # --- Train state ---------------------------------------------------------------------------
-  steps_per_update = optimizer_steps_per_update(config)
-  tx = optimizer.make_optimizer(config.optim, num_steps * steps_per_update)
-  trainable_keys = optimizer.trainable_collections(config)
-  create = functools.partial(create_train_state, optimizer=tx, trainable_keys=trainable_keys,
-                             kl=kl_controller(config.reward), master_dtype=jnp.dtype(config.model.master_dtype),
-                             keep_reference=lora is None and config.algorithm == "ppo")
-  run_key = policy_init.seed_key(config, policy_init.RUN_STREAM)
+  steps_per_update = algorithm.optimizer_steps_per_update(run)
+  tx = optimizer.make_optimizer(run.optim, num_steps * steps_per_update)
+  trainable_keys = algorithm.trainable_collections(run)
+  reward = run.reward
+  create = functools.partial(
+      create_train_state, optimizer=tx, trainable_keys=trainable_keys,
+      kl=make_kl_controller(reward.kl_controller, reward.init_kl_coef, reward.kl_target, reward.kl_horizon),
+      master_dtype=jnp.dtype(run.model.master_dtype), keep_reference=lora is None and algorithm.keeps_reference)
+  run_key = policy_init.seed_key(run, policy_init.RUN_STREAM)
   abstract = jax.eval_shape(create, policy.variables, run_key)
   shardings = state_shardings(abstract, model_config=model_config, lora=lora, mesh=mesh, optimizer=tx,
                               trainable_keys=trainable_keys)
-  checkpointer = checkpointing.Checkpointer(workdir, every_steps=config.checkpoint.every_steps,
-                                            keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+  checkpointer = checkpointing.Checkpointer(workdir, every_steps=run.checkpoint.every_steps,
+                                            keep=run.checkpoint.keep, async_save=run.checkpoint.async_save)
   state, start_step = checkpointing.restore_or_create(checkpointer, create, policy.variables, run_key, abstract,
                                                       shardings, trainable_keys, source=source,
-                                                      batch_rows=config.batch.size)
+                                                      batch_rows=run.batch.size)
   del policy  # the state holds what is still needed
 
   # --- The jitted update ---------------------------------------------------------------------
-  if config.algorithm == "ppo":
-    update = make_ppo_update(model_config, lora, PPOSettings.from_config(config), tx, trainable_keys)
-    step_flops = functools.partial(flops.ppo_update_flops, model_config, lora, rows=config.batch.size,
-                                   epochs=config.ppo.epochs)
-  else:
-    update = make_sft_update(model_config, lora, SFTSettings.from_config(config), tx, trainable_keys)
-    step_flops = functools.partial(flops.sft_step_flops, model_config, lora, rows=config.batch.size)
-  batch_shardings = {key: spec_sharding(BATCH_AXES[key], mesh) for key in batch_keys(config)}
-  update = jax.jit(update, in_shardings=(shardings, batch_shardings, replicated(mesh)),
+  update = algorithm.make_update(model_config, lora, run, tx, trainable_keys)
+  update = jax.jit(update, in_shardings=(shardings, batch_shardings(source.keys, mesh), replicated(mesh)),
                    out_shardings=(shardings, replicated(mesh)), donate_argnums=(0,))
 
   # --- The loop ------------------------------------------------------------------------------
-  schedule = optimizer.learning_rate_schedule(config.optim, num_steps * steps_per_update)
-  writer = MetricsWriter(workdir, config.log, config_json=config_json, resume_step=start_step, enabled=is_main)
-  writer.write_text("config", f"```\n{config}\n```")
-  progress = Progress(num_steps, start_step, enabled=is_main and config.log.progress_bar,
-                      description=config.algorithm)
+  schedule = optimizer.learning_rate_schedule(run.optim, num_steps * steps_per_update)
+  writer = MetricsWriter(workdir, run.log, config_json=config_json, resume_step=start_step, enabled=is_main)
+  writer.write_text("config", f"```\n{schema.to_config_dict(run)}\n```")
+  progress = Progress(num_steps, start_step, enabled=is_main and run.log.progress_bar, description=run.algorithm)
   try:
     with sigterm_flag() as preemption, sharding_context(mesh):
       ctx = loop.LoopContext(
-          update=update, source=source, mesh=mesh, batch_rows=config.batch.size, num_steps=num_steps,
+          update=update, source=source, mesh=mesh, batch_rows=run.batch.size, num_steps=num_steps,
           trainable_keys=trainable_keys, checkpointer=checkpointer, writer=writer, progress=progress,
-          preemption=preemption, config_json=config_json, flops_per_step=step_flops,
-          peak_flops_per_device=flops.peak_flops_per_device(config.log.peak_tflops, devices[0]),
-          learning_rate=lambda step: float(schedule(step * steps_per_update)), log_every=config.log.every_steps)
+          preemption=preemption, config_json=config_json,
+          flops_per_step=lambda seq_len: algorithm.step_flops(run, model_config, lora, seq_len),
+          peak_flops_per_device=flops.peak_flops_per_device(run.log.peak_tflops, devices[0]),
+          learning_rate=lambda step: float(schedule(step * steps_per_update)), log_every=run.log.every_steps)
       result = loop.run(ctx, state, start_step, halt_at_step=halt_at_step)
   finally:
     progress.close()
@@ -155,16 +146,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   return result
 
 
-class _QuietLibraries(pylogging.Filter):
-  """Drops INFO lines of Orbax (a dozen per checkpoint); its warnings and errors stay."""
-
-  def filter(self, record: pylogging.LogRecord) -> bool:
-    return record.levelno > pylogging.INFO or "/orbax/" not in record.pathname
+def _summary(workdir: pathlib.Path, result: loop.RunResult, seconds: float) -> str:
+  checkpoint = None
+  if result.checkpoint_step is not None:
+    checkpoint = checkpointing.checkpoint_dir(workdir).absolute() / str(result.checkpoint_step)
+  lines = summary_lines(workdir.absolute(), read_records(workdir / JSONL), status=result.status, step=result.step,
+                        num_steps=result.num_steps, steps_this_run=result.step - result.start_step, seconds=seconds,
+                        checkpoint=checkpoint)
+  return "\n".join(lines)
 
 
 def run_main(argv: Sequence[str], algorithm: str, module: str) -> int:
   """The shared body of `python -m steptool_jax.train` and `python -m steptool_jax.sft`."""
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  quiet_startup()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
@@ -173,21 +167,23 @@ def run_main(argv: Sequence[str], algorithm: str, module: str) -> int:
                          + (":sft" if algorithm == "sft" else ""))
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (checkpoints, metrics and caches go there)")
-  if config.algorithm != algorithm:
-    other = "steptool_jax.sft" if config.algorithm == "sft" else "steptool_jax.train"
-    raise app.UsageError(f"algorithm: this config is for {config.algorithm!r}; run it with python -m {other}")
-  distributed.maybe_initialize(config.distributed)
+  workdir = pathlib.Path(os.path.expanduser(_WORKDIR.value))
+  started = time.perf_counter()
   try:
-    result = train_and_evaluate(config, _WORKDIR.value)
-  except ValueError as e:  # bad config values and data: the message names the field or file
-    logging.exception("stopped")
+    run = parse_run_config(config)
+    if run.algorithm != algorithm:
+      raise app.UsageError(f"algorithm: this config is for {run.algorithm!r}; run it with python -m"
+                           f" {run.entry_point}")
+    distributed.maybe_initialize(run.distributed)
+    result = train_and_evaluate(run, workdir)
+  except (ValueError, OSError) as e:  # bad config values, data, paths: the message names the field or file
     print(f"error: {e}", file=sys.stderr)
-    return 2
+    return EXIT_BAD_INPUT
   except loop.NonFiniteError as e:
     print(f"error: {e}", file=sys.stderr)
-    return 1
-  if result.status == "preempted":
-    print(f"preempted at step {result.step}: checkpoint saved in {_WORKDIR.value}; run again to resume")
+    return EXIT_NONFINITE
+  if jax.process_index() == 0:
+    print(_summary(workdir, result, time.perf_counter() - started), flush=True)
   return 0
 
 

@@ -13,8 +13,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("module,config,override,expected", [
-    ("steptool_jax.train", "configs/tiny.py", "--config.data.env.no_such_field=1",
-     "error: --config.data.env.no_such_field: the config has no field 'no_such_field' "
+    ("steptool_jax.train", "configs/tiny.py", "--config.env.no_such_field=1",
+     "error: --config.env.no_such_field: the config has no field 'no_such_field' "
      "(check the spelling against the config file)"),
     ("steptool_jax.evaluate", "configs/evaluate.py", "--config.eval.splt=test",
      "error: --config.eval.splt: the config has no field 'splt'; did you mean 'split'?"),

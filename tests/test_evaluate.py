@@ -13,6 +13,7 @@ from steptool_jax import evaluate
 from steptool_jax.data.toolbench import read_converted_answers
 from steptool_jax.envs import judge
 from steptool_jax.envs.generate import GenerateConfig, roll_out
+from steptool_jax.envs.settings import EnvSettings
 from steptool_jax.envs.tasks import generate_tasks
 from steptool_jax.rollout.policies import text_policy
 from tests.rollout.tiny_policy import MAX_BATCH, MAX_CONTEXT_LEN, MAX_NEW_TOKENS, builtin_tokenizer, tiny_policy
@@ -58,7 +59,7 @@ def test_expert_with_mistakes_matches_the_environments_own_judging():
   episodes played by its data generator (an independent loop)."""
   summary = evaluate.run(config("expert", **{"policy.expert_mistake_rate": 0.3, "eval.max_episodes": 0}))
   tasks = generate_tasks(200, seed=0)["validation"]
-  reference = roll_out(tasks, GenerateConfig(mistake_rate=0.3, seed=0))
+  reference = roll_out(tasks, GenerateConfig(EnvSettings(mistake_rate=0.3, seed=0), template="toolllama"))
   expected = judge.summarize(e.judgement for e in reference)
   assert summary["episodes"] == len(tasks) == 20
   assert summary["pass_rate"] == pytest.approx(expected["mean_is_solved"])
@@ -115,6 +116,7 @@ def test_cli_last_line_is_the_json_summary(tmp_path):
 def test_hf_directory_policy_acts_like_the_policy_it_was_saved_from(tmp_path):
   from steptool_jax.models.pretrained import save_pretrained  # noqa: PLC0415
   save_pretrained(tiny_policy(), tmp_path / "hf", dtype="float32")
+  builtin_tokenizer().save_pretrained(tmp_path / "hf")  # an exported model carries its tokenizer
   overrides = {"eval.max_episodes": MAX_BATCH, "eval.batch_size": MAX_BATCH, "eval.width_bucket": MAX_CONTEXT_LEN,
                "data.max_context_len": MAX_CONTEXT_LEN, "data.max_response_len": MAX_NEW_TOKENS,
                "env.max_steps": 2}
@@ -134,7 +136,7 @@ def test_a_run_directory_of_ours_is_evaluated_with_its_own_settings(tmp_path):
   import jax  # noqa: PLC0415
   run = tiny_run_config(tmp_path / "cache", "sft", train__num_steps=1, log__tensorboard=False,
                         data__max_context_len=MAX_CONTEXT_LEN - MAX_NEW_TOKENS, data__max_response_len=MAX_NEW_TOKENS,
-                        data__env__max_steps=2, data__eos_after_actions=True)
+                        env__max_steps=2, data__eos_after_actions=True)
   train.train_and_evaluate(run, tmp_path / "run", devices=jax.devices()[:1])
   c = config(**{"policy.kind": "checkpoint", "policy.path": str(tmp_path / "run"), "eval.max_episodes": MAX_BATCH,
                 "eval.batch_size": MAX_BATCH, "eval.width_bucket": MAX_CONTEXT_LEN, "output_dir": str(tmp_path / "ev")})

@@ -23,8 +23,10 @@ from steptool_jax import train
 from steptool_jax.export import restore_orbax_tree
 from steptool_jax.models import Policy
 from steptool_jax.parallel import make_mesh
-from steptool_jax.trainer import checkpointing, loop, policy_init
-from steptool_jax.trainer.metrics import JSONL
+from steptool_jax.config.run import parse_run_config
+from steptool_jax.trainer import policy_init
+from steptool_jax.trainer.run import checkpointing, loop
+from steptool_jax.trainer.run.metrics import JSONL
 from tests.trainer.fixtures import REPO, compile_cache, data_cache, tiny_run_config  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("compile_cache")
@@ -82,7 +84,7 @@ def test_nan_is_reported_and_never_checkpointed(tmp_path, data_cache):
 
 def test_sigterm_mid_run_saves_a_restorable_checkpoint_and_exits_0(tmp_path, data_cache):
   workdir = tmp_path / "run"
-  overrides = {"mesh.data": 1, "data.cache_dir": data_cache, "data.env.num_tasks": 40,
+  overrides = {"mesh.data": 1, "data.cache_dir": data_cache, "env.num_tasks": 40,
                "data.max_context_len": 96, "data.max_response_len": 32, "data.min_bucket_len": 128,
                "batch.size": 4, "batch.minibatch_size": 2, "batch.grad_accum_steps": 2, "ppo.epochs": 2,
                "train.num_steps": 1000, "checkpoint.every_steps": 1000, "log.progress_bar": False}
@@ -130,9 +132,10 @@ def test_sft_run_learns_and_ppo_starts_from_its_merged_policy(tmp_path, data_cac
 
   mesh = make_mesh({"data": 1}, ONE_DEVICE)
   vocab = result.state.policy["params"]["embed"]["embedding"].shape[0]
-  trained = Policy(config=policy_init.random_model_config(sft_config, vocab), variables=result.state.policy,
-                   lora=policy_init.lora_config(sft_config))
-  ppo_config = tiny_run_config(data_cache, "lora", model__init_from=str(tmp_path / "sft"))
+  sft_run = parse_run_config(sft_config)
+  trained = Policy(config=policy_init.random_model_config(sft_run, vocab), variables=result.state.policy,
+                   lora=sft_run.model.lora.lora_config())
+  ppo_config = parse_run_config(tiny_run_config(data_cache, "lora", model__init_from=str(tmp_path / "sft")))
   start = policy_init.initial_policy(ppo_config, vocab, mesh)
   ids = np.arange(1, 33, dtype=np.int32).reshape(2, 16)
   # PPO's starting point is the SFT policy (adapters merged), plus fresh adapters that

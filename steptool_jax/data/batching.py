@@ -42,7 +42,8 @@ def collate_step_grained(examples: Sequence[Example], *, pad_id: int, length_buc
   `step_rewards` `[B, max_steps]`, `num_steps` `[B]`.
 
   `batch_size` pads the batch with empty rows (all masks 0) so the last, short batch of
-  an epoch keeps the jitted shape.
+  an epoch keeps the jitted shape; with no examples at all the batch is `batch_size` empty
+  rows of the smallest bucket's width (a process that holds none of a batch's rows).
   """
   batch = _pad_tokens(examples, ("action_mask", "step_ids"), pad_values={"step_ids": -1},
                       pad_id=pad_id, length_buckets=length_buckets, batch_size=batch_size)
@@ -86,12 +87,10 @@ def iterate_batches(examples: Sequence[Example], collate: Callable[[Sequence[Exa
 
 def _pad_tokens(examples: Sequence[Example], mask_keys: Sequence[str], *, pad_values: Mapping[str, int],
                 pad_id: int, length_buckets: Sequence[int], batch_size: int | None) -> dict[str, np.ndarray]:
-  if not examples:
-    raise ValueError("expected at least one example to collate, found none")
   rows = len(examples) if batch_size is None else batch_size
   if rows < len(examples):
     raise ValueError(f"batch_size: expected >= the {len(examples)} examples given, found {batch_size}")
-  width = bucket_length(max(len(example["input_ids"]) for example in examples), length_buckets)
+  width = bucket_length(max((len(example["input_ids"]) for example in examples), default=0), length_buckets)
   batch = {"input_ids": np.full((rows, width), pad_id, np.int32),
            "attention_mask": np.zeros((rows, width), np.int32)}
   for key in mask_keys:

@@ -41,17 +41,19 @@ def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   if args.command == "generate":
     from steptool_jax.envs.generate import GenerateConfig, generate  # pylint: disable=import-outside-toplevel
-    if not 0.0 <= args.mistake_rate <= 1.0:
-      print(f"--mistake-rate: expected a probability in [0, 1], found {args.mistake_rate}", file=sys.stderr)
-      return 2
-    if args.tasks < 1 or args.max_steps < 1:
-      print("--tasks and --max-steps must be positive", file=sys.stderr)
+    from steptool_jax.envs.settings import EnvSettings  # pylint: disable=import-outside-toplevel
+    flag_names = {"num_tasks": "--tasks", "mistake_rate": "--mistake-rate", "max_steps": "--max-steps"}
+    try:
+      settings = EnvSettings(num_tasks=args.tasks, seed=args.seed, mistake_rate=args.mistake_rate,
+                             max_steps=args.max_steps)
+    except ValueError as e:  # a ConfigError naming the field
+      field = getattr(e, "field", "")
+      print(f"{flag_names.get(field, field)}: {getattr(e, 'message', e)}", file=sys.stderr)
       return 2
     if not args.no_tfds:
       import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
       tfds.disable_progress_bar()
-    config = GenerateConfig(num_tasks=args.tasks, seed=args.seed, mistake_rate=args.mistake_rate,
-                            template=args.template, max_steps=args.max_steps, build_tfds=not args.no_tfds)
+    config = GenerateConfig(env=settings, template=args.template, build_tfds=not args.no_tfds)
     try:
       summary = generate(args.out, config)
     except ValueError as e:

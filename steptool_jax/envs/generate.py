@@ -32,48 +32,28 @@ from steptool_jax.data.toolbench import write_converted_answers
 from steptool_jax.data.tsv import write_step_grained_tsv
 from steptool_jax.envs import episode as env
 from steptool_jax.envs import expert, judge
-from steptool_jax.envs.tasks import SPLITS, Task, generate_tasks
+from steptool_jax.envs.settings import EnvSettings
+from steptool_jax.envs.tasks import SPLITS, Task
 
 
 @dataclasses.dataclass(frozen=True)
 class GenerateConfig:
-  """What to generate. `mistake_rate` is the expert's per-decision mistake probability;
-  `alpha`, `threshold`, `contribution` and `unfinished_reward` go to the rule judge
-  (`judge.step_rewards`); `sft_only_solved` keeps only Solved episodes as SFT conversations
-  (the step-grained data keeps every episode). `templates` (default: all),
-  `hold_out_templates`, `test_entities`, the split fractions, `quote_entities`,
-  `tool_descriptions` and `thoughts` shape the task mix, the splits and the text (see
-  `tasks.generate_tasks`, `episode.EnvConfig`, `expert.run_expert`)."""
+  """What to generate: the environment's tasks, episodes and rewards (`env`, the section a
+  run config shares with evaluation), rendered in the chat `template`. `sft_only_solved`
+  keeps only Solved episodes as SFT conversations (the step-grained data keeps every
+  episode); `build_tfds` also writes the TFDS datasets."""
 
-  num_tasks: int = 1000
-  seed: int = 0
-  mistake_rate: float = 0.0
-  template: str = "toolllama"
-  max_steps: int = 10
-  alpha: float = 1.0
-  threshold: float = 0.3
+  env: EnvSettings
+  template: str
   sft_only_solved: bool = True
   build_tfds: bool = True
-  templates: tuple[str, ...] = ()
-  hold_out_templates: bool = True
-  quote_entities: bool = False
-  tool_descriptions: bool = True
-  thoughts: bool = True
-  contribution: str = "answer_overlap"
-  unfinished_reward: float = 0.0
-  test_entities: str = "unseen"
-  validation_fraction: float = 0.1
-  test_fraction: float = 0.1
 
   @property
   def env_config(self) -> env.EnvConfig:
-    return env.EnvConfig(max_steps=self.max_steps, template=self.template, tool_descriptions=self.tool_descriptions)
+    return self.env.episode_config(self.template)
 
   def tasks(self) -> dict[str, tuple[Task, ...]]:
-    return generate_tasks(self.num_tasks, self.seed, templates=self.templates or None,
-                          hold_out_templates=self.hold_out_templates, quote_entities=self.quote_entities,
-                          test_entities=self.test_entities, validation_fraction=self.validation_fraction,
-                          test_fraction=self.test_fraction)
+    return self.env.tasks()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,14 +70,12 @@ class Example:
 
 
 def roll_out(tasks: Iterable[Task], config: GenerateConfig) -> list[Example]:
-  mistakes = expert.Mistakes(rate=config.mistake_rate)
+  mistakes = expert.Mistakes(rate=config.env.mistake_rate)
   examples = []
   for task in tasks:
-    run = expert.run_expert(task, mistakes=mistakes, seed=config.seed, config=config.env_config,
-                            thoughts=config.thoughts)
-    verdict = judge.judge(task, run.episode.trajectory(), alpha=config.alpha, threshold=config.threshold,
-                          contribution=config.contribution, unfinished_reward=config.unfinished_reward)
-    examples.append(Example(task, run, verdict))
+    run = expert.run_expert(task, mistakes=mistakes, seed=config.env.seed, config=config.env_config,
+                            thoughts=config.env.thoughts)
+    examples.append(Example(task, run, config.env.judge(task, run.episode.trajectory())))
   return examples
 
 
@@ -174,7 +152,7 @@ def _write_split(out: pathlib.Path, split: str, examples: Sequence[Example], con
   }
 
 
-def generate(out_dir: str | pathlib.Path, config: GenerateConfig = GenerateConfig()) -> dict[str, Any]:
+def generate(out_dir: str | pathlib.Path, config: GenerateConfig) -> dict[str, Any]:
   """Writes every dataset file under `out_dir` (see the module docstring); returns the summary."""
   start = time.perf_counter()
   out = pathlib.Path(out_dir)

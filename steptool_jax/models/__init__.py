@@ -6,7 +6,7 @@
 """
 
 from steptool_jax.models.config import (
-    LORA_PRESETS, LORA_TARGETS, PRESETS, LoraConfig, ModelConfig, RopeScaling, preset)
+    LORA_TARGETS, PRESETS, LoraConfig, ModelConfig, RopeScaling, preset)
 from steptool_jax.models.generate import (
     Generation, SamplingConfig, generate, generate_with_policy, left_pad, stop_sequences_from_strings)
 from steptool_jax.models.llama import CausalLM, KVCache, init_cache
@@ -19,7 +19,7 @@ from steptool_jax.models.pretrained import load_pretrained, save_pretrained, var
 from steptool_jax.models.value_head import ValueHead
 
 __all__ = [
-    "CausalLM", "Generation", "KVCache", "LORA_PRESETS", "LORA_TARGETS", "LoraConfig", "ModelConfig",
+    "CausalLM", "Generation", "KVCache", "LORA_TARGETS", "LoraConfig", "ModelConfig",
     "PRESETS", "Policy", "RopeScaling", "SamplingConfig", "TokenScores", "ValueHead",
     "abstract_variables", "chunked_token_logprobs", "generate", "generate_with_policy", "init_cache",
     "init_lora_params", "init_policy", "init_value_head_params", "left_pad", "load_pretrained",

@@ -310,13 +310,6 @@ PRESETS = {
     "llama3_2_1b": llama3_2_1b,
 }
 
-LORA_PRESETS = {
-    # PEFT's default Llama targets, as used by the ToolLLaMA config.
-    "toolllama2_7b": LoraConfig(rank=16, alpha=16.0, targets=("q_proj", "v_proj")),
-    "qwen2_7b": LoraConfig(rank=8, alpha=16.0),
-    "llama3_1_8b": LoraConfig(rank=8, alpha=16.0),
-}
-
 
 def preset(name: str, **overrides: Any) -> ModelConfig:
   """A named preset (`tiny`, `tiny_wide`, `toolllama2_7b`, `qwen2_7b`, `llama3_1_8b`, `llama3_2_1b`)."""

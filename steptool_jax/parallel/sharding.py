@@ -36,6 +36,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
+def sharded_abstract(abstract: Any, shardings: Any, dtype: Any = None) -> Any:
+  """`ShapeDtypeStruct`s of `abstract`'s leaves carrying the matching `shardings` (what an
+  Orbax restore writes straight into); `dtype` overrides every leaf's dtype."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, dtype or a.dtype, sharding=s), abstract, shardings)
+
+
 @contextlib.contextmanager
 def sharding_context(mesh: Mesh, rules: LogicalRules = LOGICAL_AXIS_RULES) -> Iterator[None]:
   """Makes the model's logical constraints bind to `mesh` (inside it, jit the step)."""

@@ -8,8 +8,9 @@ The estimators of KL(pi || ref) at a sampled token, with ``d = logp - ref_logp``
 * ``low_var_kl``: Schulman's k3, ``exp(-d) + d - 1`` (unbiased, >= 0, lower
   variance), clipped at ``LOW_VAR_KL_CLIP`` because ``exp(-d)`` explodes when the
   reference finds the token far likelier than the policy does.
-* ``full``: the exact KL between the full next-token distributions; then
-  ``logp`` and ``ref_logp`` are ``[..., V]`` logits or log-probabilities.
+
+There is no exact full-distribution KL here: the update only ever has the log-probs of the
+taken tokens (the chunked log-prob path never materialises `[B, T, V]` logits).
 """
 
 from __future__ import annotations
@@ -19,26 +20,21 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-KLPenalty = Literal["kl", "abs", "mse", "low_var_kl", "full"]
-KL_PENALTIES: tuple[str, ...] = ("kl", "abs", "mse", "low_var_kl", "full")
+KLPenalty = Literal["kl", "abs", "mse", "low_var_kl"]
+KL_PENALTIES: tuple[str, ...] = ("kl", "abs", "mse", "low_var_kl")
 LOW_VAR_KL_CLIP = 10.0
 
 
-def kl_penalty(logp: jax.Array, ref_logp: jax.Array, kind: KLPenalty = "kl") -> jax.Array:
-  """Per-token KL estimate, ``[B, T]`` (for ``full``: from ``[B, T, V]`` inputs).
+def kl_penalty(logp: jax.Array, ref_logp: jax.Array, kind: KLPenalty) -> jax.Array:
+  """Per-token KL estimate, ``[B, T]``.
 
   Args:
-    logp: log-probabilities of the taken tokens under the policy, ``[B, T]``;
-      for ``kind="full"`` the policy's logits or log-probs over the vocabulary.
+    logp: log-probabilities of the taken tokens under the policy, ``[B, T]``.
     ref_logp: the same under the reference policy.
-    kind: one of ``KL_PENALTIES``.
+    kind: one of ``KL_PENALTIES`` (the run's ``reward.kl_penalty``).
   """
   if kind not in KL_PENALTIES:
     raise ValueError(f"kl_penalty: expected one of {KL_PENALTIES}, found {kind!r}")
-  if kind == "full":
-    policy = jax.nn.log_softmax(logp, axis=-1)
-    reference = jax.nn.log_softmax(ref_logp, axis=-1)
-    return jnp.sum(jnp.exp(policy) * (policy - reference), axis=-1)
   diff = logp - ref_logp
   if kind == "kl":
     return diff
@@ -47,9 +43,3 @@ def kl_penalty(logp: jax.Array, ref_logp: jax.Array, kind: KLPenalty = "kl") -> 
   if kind == "mse":
     return 0.5 * jnp.square(diff)
   return jnp.minimum(jnp.expm1(-diff) + diff, LOW_VAR_KL_CLIP)
-
-
-def mean_sequence_kl(kl: jax.Array, mask: jax.Array) -> jax.Array:
-  """Batch mean of the per-sequence KL (sum over action tokens): what the adaptive
-  controller is fed, as in the original trainer's ``objective/kl``."""
-  return jnp.mean(jnp.sum(jnp.where(mask.astype(bool), kl, 0), axis=-1))

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 PROPORTIONAL_ERROR_CLIP = 0.2
+KL_CONTROLLERS: tuple[str, ...] = ("adaptive", "fixed")
 
 
 @flax.struct.dataclass
@@ -29,15 +30,23 @@ class KLController:
   horizon: float = flax.struct.field(pytree_node=False, default=10000.0)
 
 
-def adaptive_kl_controller(init_kl_coef: float = 0.3, target: float = 6.0,
-                           horizon: float = 10000.0) -> KLController:
+def adaptive_kl_controller(init_kl_coef: float, target: float, horizon: float) -> KLController:
   if target <= 0 or horizon <= 0:
     raise ValueError(f"kl controller: expected target > 0 and horizon > 0, found target={target}, horizon={horizon}")
   return KLController(value=jnp.asarray(init_kl_coef, jnp.float32), target=float(target), horizon=float(horizon))
 
 
-def fixed_kl_controller(kl_coef: float = 0.3) -> KLController:
+def fixed_kl_controller(kl_coef: float) -> KLController:
   return KLController(value=jnp.asarray(kl_coef, jnp.float32))
+
+
+def make_kl_controller(kind: str, init_kl_coef: float, target: float, horizon: float) -> KLController:
+  """The controller named by `kind` (`KL_CONTROLLERS`); a fixed one ignores target and horizon."""
+  if kind == "adaptive":
+    return adaptive_kl_controller(init_kl_coef, target, horizon)
+  if kind == "fixed":
+    return fixed_kl_controller(init_kl_coef)
+  raise ValueError(f"kl controller: expected one of {KL_CONTROLLERS}, found {kind!r}")
 
 
 def update_kl_controller(controller: KLController, current_kl: jax.Array, n_steps: int | jax.Array

@@ -24,10 +24,9 @@ from steptool_jax.rl.masked import explained_variance, masked_mean
 
 def ppo_loss(logp: jax.Array, old_logp: jax.Array, values: jax.Array, old_values: jax.Array,
              advantages: jax.Array, returns: jax.Array, mask: jax.Array, *,
-             clip_eps: float = 0.2, value_clip: float = 0.2, vf_coef: float = 0.1,
-             entropy: jax.Array | None = None, entropy_coef: float = 0.0,
-             ref_logp: jax.Array | None = None, kl_loss_coef: float = 0.0,
-             kl_loss_kind: KLPenalty = "low_var_kl", ratio_threshold: float = 10.0,
+             clip_eps: float, value_clip: float, vf_coef: float, ratio_threshold: float,
+             kl_loss_kind: KLPenalty, entropy: jax.Array | None = None, entropy_coef: float = 0.0,
+             ref_logp: jax.Array | None = None, kl_loss_coef: float | jax.Array = 0.0,
              ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Clipped PPO loss and its statistics for one minibatch of ``[B, T]`` arrays.
 
@@ -37,11 +36,12 @@ def ppo_loss(logp: jax.Array, old_logp: jax.Array, values: jax.Array, old_values
     advantages, returns: from ``compute_gae`` (advantages usually whitened) or the
       critic-free estimator (then pass ``vf_coef=0``).
     mask: action mask; every mean is over its nonzero positions.
-    clip_eps, value_clip, vf_coef: PPO constants (paper: 0.2, 0.2, 0.1).
-    entropy: optional per-token entropy ``[B, T]`` (``entropy_from_logits``).
+    clip_eps, value_clip, vf_coef: PPO constants (the run's `ppo.*`; paper: 0.2, 0.2, 0.1).
+    entropy: optional per-token entropy ``[B, T]`` (``models.policy.score_tokens(with_entropy=True)``).
     entropy_coef: weight of the entropy bonus.
     ref_logp: optional reference log-probs for a KL loss term.
-    kl_loss_coef, kl_loss_kind: weight and estimator of that term.
+    kl_loss_kind: the estimator of that term (the run's `reward.kl_penalty`).
+    kl_loss_coef: the weight of that term.
     ratio_threshold: minibatches with a larger mean ratio get loss 0 (and zero
       gradients, as long as the inputs are finite), flagged in ``metrics["skipped"]``.
 
@@ -94,9 +94,3 @@ def ppo_loss(logp: jax.Array, old_logp: jax.Array, values: jax.Array, old_values
   metrics["skipped"] = skipped.astype(loss.dtype)
   metrics["loss"] = loss
   return loss, jax.tree.map(jax.lax.stop_gradient, metrics)
-
-
-def entropy_from_logits(logits: jax.Array) -> jax.Array:
-  """Entropy of the softmax over the last axis: ``logsumexp(z) - sum(softmax(z) * z)``."""
-  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
-  return jax.nn.logsumexp(logits, axis=-1) - jnp.sum(jax.nn.softmax(logits, axis=-1) * logits, axis=-1)

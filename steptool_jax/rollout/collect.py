@@ -17,6 +17,7 @@ import numpy as np
 
 from steptool_jax.envs import episode as env
 from steptool_jax.envs import judge
+from steptool_jax.envs.settings import EnvSettings
 from steptool_jax.envs.tasks import Task
 from steptool_jax.rollout.episodes import Rollout, run_episodes
 from steptool_jax.rollout.examples import tokenized_example
@@ -25,27 +26,41 @@ from steptool_jax.rollout.policies import ActionPolicy
 
 @dataclasses.dataclass(frozen=True)
 class RolloutSettings:
-  """How episodes are played and packed. `bos_id`, `max_context_len` and
-  `max_response_len` should be the data pipeline's, so a rollout is tokenised like a TSV row."""
+  """How episodes are played, judged and packed. `bos_id`, `max_context_len` and
+  `max_response_len` should be the data pipeline's, so a rollout is tokenised like a TSV row;
+  `environment` is the run's env section and `template` the model's chat format."""
 
   bos_id: int | None
   max_context_len: int
   max_response_len: int
+  environment: EnvSettings
+  template: str
   group_size: int = 1
-  env: env.EnvConfig = env.EnvConfig()
-  alpha: float = 1.0  # rule annotator: weight of SuccCalling
-  threshold: float = 0.3  # rule annotator: LCS coverage that counts as a Contribution
-  contribution: str = "answer_overlap"  # envs.judge: answer_overlap | reference
-  unfinished_reward: float = 0.0  # envs.judge: the final reward of an episode without Finish
 
   def __post_init__(self):
     if self.group_size < 1:
       raise ValueError(f"group_size: expected >= 1, found {self.group_size}")
 
+  @property
+  def episode_config(self) -> env.EnvConfig:
+    return self.environment.episode_config(self.template)
+
   def judgement(self, rollout: Rollout) -> judge.Judgement:
     """The environment's rule verdict on a rollout, with these reward settings."""
-    return judge.judge(rollout.task, rollout.episode.trajectory(), alpha=self.alpha, threshold=self.threshold,
-                       contribution=self.contribution, unfinished_reward=self.unfinished_reward)
+    return self.environment.judge(rollout.task, rollout.episode.trajectory())
+
+
+def rollout_settings_of(data: Any, environment: EnvSettings, tokenizer: Any, *, group_size: int = 1
+                        ) -> RolloutSettings:
+  """The settings of a run's (or an evaluation's) episodes from its `data` section (context and
+  response lengths, BOS, chat template) and its `env` section."""
+  bos_id = None
+  if data.add_bos:
+    bos_id = tokenizer.bos_token_id
+    if bos_id is None:
+      raise ValueError("data.add_bos: the tokenizer has no BOS token; set data.add_bos=False")
+  return RolloutSettings(bos_id=bos_id, max_context_len=data.max_context_len, max_response_len=data.max_response_len,
+                         environment=environment, template=data.template, group_size=group_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +104,14 @@ def grouped(tasks: Sequence[Task], group_size: int) -> tuple[list[Task], list[in
           [i for i in range(len(tasks)) for _ in range(group_size)])
 
 
-def collect(tasks: Sequence[Task], policy: ActionPolicy, tokenizer: Any, settings: RolloutSettings) -> Collected:
+def collect(tasks: Sequence[Task], policy: ActionPolicy, tokenizer: Any, settings: RolloutSettings, *,
+            rows: slice = slice(None)) -> Collected:
+  """Plays, judges and shapes `group_size` rollouts of every task, or only `rows` of that
+  grouped list (a process's share of a batch; the group ids stay those of the whole list)."""
   repeated, groups = grouped(tasks, settings.group_size)
+  repeated, groups = repeated[rows], groups[rows]
   rollouts = run_episodes(repeated, policy, tokenizer, bos_id=settings.bos_id,
-                          max_context_len=settings.max_context_len, env_config=settings.env, groups=groups)
+                          max_context_len=settings.max_context_len, env_config=settings.episode_config, groups=groups)
   judgements = tuple(settings.judgement(r) for r in rollouts)
   examples = []
   for rollout, verdict in zip(rollouts, judgements):

@@ -5,30 +5,25 @@ with a `lax.scan` and call the optimizer once per accumulated step, so a micro-b
 PPO ratio guard skips can be left out of the average, and a step whose every micro-batch
 was skipped can leave the parameters and the optimizer state exactly as they were.
 
-Which variables are trained is decided here too: with LoRA only the adapters and the
-value head (`TRAINABLE_WITH_LORA`), otherwise the whole model and the value head.
+Which variables are trained is decided here too: with LoRA only the adapters (and the value
+head, when the algorithm trains one), otherwise the whole model (and the value head).
 """
 
 from __future__ import annotations
 
-import ml_collections
 import optax
 
+from steptool_jax.config.run import OptimSection
 from steptool_jax.models.lora import LORA_COLLECTION
 
-TRAINABLE_WITH_LORA = (LORA_COLLECTION, "value_head")
-TRAINABLE_FULL = ("params", "value_head")
+
+def trainable_collections(*, lora: bool, value_head: bool) -> tuple[str, ...]:
+  """The policy collections the optimizer updates: the adapters or the whole model, and the
+  value head when the algorithm trains one (PPO does, SFT does not)."""
+  return (LORA_COLLECTION if lora else "params",) + (("value_head",) if value_head else ())
 
 
-def trainable_collections(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The policy collections the optimizer updates (SFT never trains the value head)."""
-  keys = TRAINABLE_WITH_LORA if config.model.lora.enabled else TRAINABLE_FULL
-  if config.algorithm == "sft":
-    keys = tuple(k for k in keys if k != "value_head")
-  return keys
-
-
-def learning_rate_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
+def learning_rate_schedule(optim: OptimSection, num_steps: int) -> optax.Schedule:
   """Linear warmup from 0, then constant, linear decay to 0, or cosine decay to 0.
 
   `num_steps` counts optimizer steps over the whole run.
@@ -48,7 +43,7 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> 
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
 
 
-def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
+def make_optimizer(optim: OptimSection, num_steps: int) -> optax.GradientTransformation:
   """`clip_by_global_norm` (when `max_grad_norm > 0`) then AdamW on the schedule."""
   adamw = optax.adamw(learning_rate_schedule(optim, num_steps), b1=optim.b1, b2=optim.b2, eps=optim.eps,
                       weight_decay=optim.weight_decay)

@@ -14,26 +14,26 @@ In order of precedence:
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
-from typing import Any
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 from jax.sharding import Mesh
 
+from steptool_jax.config.run import RunConfig
+from steptool_jax.models import hf_io
 from steptool_jax.models.config import LoraConfig, ModelConfig, preset
 from steptool_jax.models.lora import LORA_COLLECTION
 from steptool_jax.models.policy import (Policy, abstract_variables, init_base_params, init_lora_params,
                                         init_value_head_params)
 from steptool_jax.models.pretrained import load_pretrained, variable_shardings
-from steptool_jax.models import hf_io
-from steptool_jax.trainer import checkpointing
-from steptool_jax.trainer.config_checks import check_model_fits_mesh
-from steptool_jax.trainer.optimizer import trainable_collections
+from steptool_jax.parallel.sharding import sharded_abstract
+from steptool_jax.trainer.algorithms import ALGORITHMS
+from steptool_jax.trainer.run import checkpointing
 
 # Presets without a vocabulary of their own: sized to the run's tokenizer.
 TOKENIZER_SIZED_PRESETS = ("tiny", "tiny_wide")
@@ -42,34 +42,38 @@ TOKENIZER_SIZED_PRESETS = ("tiny", "tiny_wide")
 INIT_STREAM, LORA_STREAM, RUN_STREAM = 0, 1, 2
 
 
-def lora_config(config: ml_collections.ConfigDict) -> LoraConfig | None:
-  lora = config.model.lora
-  if not lora.enabled:
-    return None
-  return LoraConfig(rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout, targets=tuple(lora.targets))
-
-
-def _numerics(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  model = config.model
-  return dict(param_dtype=model.param_dtype, dtype=model.compute_dtype, remat=model.remat,
-              attention_impl=model.attention_impl)
-
-
-def random_model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
+def random_model_config(config: RunConfig, vocab_size: int) -> ModelConfig:
   """The architecture of a random init; the tiny presets take the tokenizer's vocabulary."""
-  overrides = _numerics(config)
+  overrides = config.model.numerics()
   if config.model.preset in TOKENIZER_SIZED_PRESETS:
     overrides["vocab_size"] = vocab_size
   return preset(config.model.preset, **overrides)
 
 
-def seed_key(config: ml_collections.ConfigDict, stream: int) -> jax.Array:
+def seed_key(config: RunConfig, stream: int) -> jax.Array:
   return jax.random.fold_in(jax.random.key(config.seed), stream)
 
 
-def _random_policy(config: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh) -> Policy:
+def check_model_fits_mesh(model_config: ModelConfig, lora: LoraConfig | None, mesh: Mesh) -> None:
+  """Every sharded weight dimension divides evenly over its mesh axes (else a `mesh.<axis>` error)."""
+  shardings = variable_shardings(model_config, lora, mesh)
+  shapes = nn.unbox(abstract_variables(model_config, lora))
+  for path, leaf in jax.tree_util.tree_leaves_with_path(shapes):
+    sharding = shardings
+    for key in path:
+      sharding = sharding[key.key]
+    for dim, axes in zip(leaf.shape, sharding.spec):
+      names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+      parts = math.prod(mesh.shape[name] for name in names)
+      if dim % parts:
+        where = "/".join(str(key.key) for key in path)
+        raise ValueError(f"mesh.{names[0]}: {where} has a dimension of {dim}, which does not split evenly over"
+                         f" {parts} devices of mesh axes {names}; choose axis sizes that divide it")
+
+
+def _random_policy(config: RunConfig, vocab_size: int, mesh: Mesh) -> Policy:
   model_config = random_model_config(config, vocab_size)
-  check_model_fits_mesh(model_config, lora_config(config), mesh)
+  check_model_fits_mesh(model_config, config.model.lora.lora_config(), mesh)
   shardings = variable_shardings(model_config, None, mesh)
   params = jax.jit(lambda rng: init_base_params(model_config, rng), out_shardings=shardings["params"])(
       seed_key(config, INIT_STREAM))
@@ -77,48 +81,40 @@ def _random_policy(config: ml_collections.ConfigDict, vocab_size: int, mesh: Mes
   return Policy(config=model_config, variables={"params": params, "value_head": head})
 
 
-def _pretrained_policy(path: str, config: ml_collections.ConfigDict, mesh: Mesh) -> Policy:
-  numerics = _numerics(config)
+def _pretrained_policy(path: str, config: RunConfig, mesh: Mesh) -> Policy:
+  numerics = config.model.numerics()
   path = os.path.expanduser(path)
-  check_model_fits_mesh(ModelConfig.from_hf_config(hf_io.read_hf_config(path), **numerics), lora_config(config), mesh)
+  check_model_fits_mesh(ModelConfig.from_hf_config(hf_io.read_hf_config(path), **numerics),
+                        config.model.lora.lora_config(), mesh)
   return load_pretrained(path, numerics.pop("param_dtype"), compute_dtype=numerics.pop("dtype"),
                          mesh=mesh, **numerics)
 
 
-def _policy_of_run(workdir: str, config: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh) -> Policy:
-  """The latest trained policy of one of our runs, adapters merged."""
-  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
-  step = checkpointer.latest_step()
-  if step is None:
-    raise ValueError(f"model.init_from: no checkpoint under {checkpointing.checkpoint_dir(workdir)}")
-  source_config = ml_collections.ConfigDict(checkpointer.read_config(step))
-  source = _starting_policy(source_config, vocab_size, mesh)
-  source_lora = lora_config(source_config)
-  keys = trainable_collections(source_config)
-  shapes = dict(jax.eval_shape(lambda: source.variables))
-  if source_lora is not None:
-    shapes[LORA_COLLECTION] = nn.unbox(abstract_variables(source.config, source_lora)[LORA_COLLECTION])
-  shardings = variable_shardings(source.config, source_lora, mesh)
-  master = jnp.dtype(source_config.model.master_dtype)
-  target = {k: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, master, sharding=s), shapes[k], shardings[k])
-            for k in keys}
-  trained = checkpointer.restore_policy(step, target)
-  checkpointer.close()
+def _policy_of_run(workdir: str, config: RunConfig, vocab_size: int, mesh: Mesh) -> Policy:
+  """The latest trained policy of one of our runs, adapters merged, in `config`'s numerics."""
+  with checkpointing.latest_checkpoint(workdir, field="model.init_from") as (checkpointer, step):
+    source_config = checkpointing.read_run_config(checkpointer, step)
+    source = _starting_policy(source_config, vocab_size, mesh)
+    source_lora = source_config.model.lora.lora_config()
+    keys = ALGORITHMS[source_config.algorithm].trainable_collections(source_config)
+    shapes = dict(jax.eval_shape(lambda: source.variables))
+    if source_lora is not None:
+      shapes[LORA_COLLECTION] = nn.unbox(abstract_variables(source.config, source_lora)[LORA_COLLECTION])
+    shardings = variable_shardings(source.config, source_lora, mesh)
+    master = jnp.dtype(source_config.model.master_dtype)
+    target = {k: sharded_abstract(shapes[k], shardings[k], master) for k in keys}
+    trained = checkpointer.restore_policy(step, target)
   policy = Policy(config=source.config, variables={**source.variables, **trained}, lora=source_lora).merged()
   # The run's numerics (dtypes, remat) apply from here on, whatever the source used.
   params = jax.tree.map(lambda x: x.astype(config.model.param_dtype), policy.variables["params"])
-  return Policy(config=policy.config.replace(**_numerics(config)), variables={**policy.variables, "params": params})
+  return Policy(config=policy.config.replace(**config.model.numerics()),
+                variables={**policy.variables, "params": params})
 
 
-def run_config(workdir: str | os.PathLike[str]) -> ml_collections.ConfigDict:
+def run_config(workdir: str | os.PathLike[str]) -> RunConfig:
   """The resolved config saved with a run's latest checkpoint."""
-  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
-  step = checkpointer.latest_step()
-  if step is None:
-    raise ValueError(f"no checkpoint under {checkpointing.checkpoint_dir(workdir)}")
-  config = ml_collections.ConfigDict(checkpointer.read_config(step))
-  checkpointer.close()
-  return config
+  with checkpointing.latest_checkpoint(workdir) as (checkpointer, step):
+    return checkpointing.read_run_config(checkpointer, step)
 
 
 def policy_of_run(workdir: str | os.PathLike[str], vocab_size: int, mesh: Mesh) -> Policy:
@@ -127,7 +123,7 @@ def policy_of_run(workdir: str | os.PathLike[str], vocab_size: int, mesh: Mesh) 
   return _policy_of_run(os.fspath(workdir), run_config(workdir), vocab_size, mesh)
 
 
-def _starting_policy(config: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh) -> Policy:
+def _starting_policy(config: RunConfig, vocab_size: int, mesh: Mesh) -> Policy:
   """The policy before this run's own adapters: merged, with a value head."""
   init_from = config.model.init_from
   if init_from and checkpointing.is_run_directory(init_from):
@@ -142,10 +138,10 @@ def _starting_policy(config: ml_collections.ConfigDict, vocab_size: int, mesh: M
   return _random_policy(config, vocab_size, mesh)
 
 
-def initial_policy(config: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh) -> Policy:
+def initial_policy(config: RunConfig, vocab_size: int, mesh: Mesh) -> Policy:
   """The run's starting policy on `mesh`, with fresh LoRA adapters when `model.lora.enabled`."""
   policy = _starting_policy(config, vocab_size, mesh)
-  lora = lora_config(config)
+  lora = config.model.lora.lora_config()
   if lora is None:
     return policy
   shardings = variable_shardings(policy.config, lora, mesh)

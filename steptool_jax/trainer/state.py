@@ -4,7 +4,7 @@
 
 `policy` is the policy's variables dict (`{"params", "lora"?, "value_head"}`, the layout of
 docs/models.md); the optimizer state covers only its trainable collections
-(`optimizer.trainable_collections`). `reference` is a frozen copy of the initial base
+(the algorithm's `trainable_collections`). `reference` is a frozen copy of the initial base
 weights when training without LoRA (with LoRA the reference policy is the same weights with
 the adapters switched off, and `reference` is None). `kl` is the KL controller (PPO);
 `rng` the run's base key as raw key data, so it checkpoints as a plain uint32 array.
@@ -40,9 +40,6 @@ class TrainState:
   rng: jax.Array  # uint32 key data of the run's base key
   reference: Any = None  # frozen base params (training without LoRA), else None
 
-  def trainable(self, keys: tuple[str, ...]) -> Variables:
-    return {k: self.policy[k] for k in keys}
-
 
 def split_trainable(policy: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[Variables, Variables]:
   """`(trainable, frozen)` collections of a policy variables dict."""
@@ -76,9 +73,3 @@ def state_shardings(abstract_state: TrainState, *, model_config: ModelConfig, lo
   return TrainState(step=whole, policy=policy, opt_state=opt_state,
                     kl=jax.tree.map(lambda _: whole, abstract_state.kl), rng=whole,
                     reference=None if abstract_state.reference is None else variables["params"])
-
-
-def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
-  """`ShapeDtypeStruct`s carrying the target shardings (what a restore writes into)."""
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-

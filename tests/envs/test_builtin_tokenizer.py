@@ -12,6 +12,7 @@ from steptool_jax.data.tokenize import tokenize_row
 from steptool_jax.data.tsv import read_step_grained_tsv
 from steptool_jax.envs import builtin_tokenizer as bt
 from steptool_jax.envs.generate import GenerateConfig, generate
+from steptool_jax.envs.settings import EnvSettings
 from steptool_jax.envs.tasks import SPLITS
 
 
@@ -23,7 +24,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
   out = tmp_path_factory.mktemp("tok-data")
-  generate(out, GenerateConfig(num_tasks=60, seed=11, mistake_rate=0.3, build_tfds=False))
+  generate(out, GenerateConfig(EnvSettings(num_tasks=60, seed=11, mistake_rate=0.3), template="toolllama", build_tfds=False))
   return out
 
 

@@ -1,6 +1,7 @@
 """Dataset generation: files readable by the foundation readers, TFDS yields the same records,
 deterministic, and the CLI."""
 
+import dataclasses
 import json
 import sys
 
@@ -15,9 +16,10 @@ from steptool_jax.envs import tfds_builder
 from steptool_jax.envs.__main__ import main
 from steptool_jax.envs.expert import Mistakes, run_expert
 from steptool_jax.envs.generate import GenerateConfig, generate
+from steptool_jax.envs.settings import EnvSettings
 from steptool_jax.envs.tasks import SPLITS, Task
 
-CONFIG = GenerateConfig(num_tasks=40, seed=5, mistake_rate=0.3)
+CONFIG = GenerateConfig(EnvSettings(num_tasks=40, seed=5, mistake_rate=0.3), template="toolllama")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ def test_step_grained_tsv_reads_back_with_the_rule_rewards(out):
       assert list(row.rewards) == pytest.approx(episode["step_rewards"])
       assert row.prompts[0].startswith("System:\n") and task.query in row.prompts[0]
       # Replaying the expert gives the same actions: the file is what the env produced.
-      replay = run_expert(task, mistakes=Mistakes(CONFIG.mistake_rate), seed=CONFIG.seed).episode
+      replay = run_expert(task, mistakes=Mistakes(CONFIG.env.mistake_rate), seed=CONFIG.env.seed).episode
       assert row.responses == replay.actions
       if replay.finish is not None:  # the last reward is IsSolved
         assert row.rewards[-1] == AnswerStatus(episode["status"]).reward
@@ -71,7 +73,7 @@ def test_converted_answers_read_back(out):
     tasks = _tasks(out, split)
     assert [t.query_id for t in trajectories] == [t.task_id for t in tasks]
     for trajectory, task in zip(trajectories, tasks):
-      replay = run_expert(task, mistakes=Mistakes(CONFIG.mistake_rate), seed=CONFIG.seed).episode
+      replay = run_expert(task, mistakes=Mistakes(CONFIG.env.mistake_rate), seed=CONFIG.env.seed).episode
       assert [c.name for c in trajectory.calls] == [c.name for c in replay.calls]
       assert [c.response for c in trajectory.calls] == [c.response for c in replay.calls]
 
@@ -122,7 +124,7 @@ def test_tfds_data_sources_yield_the_same_records_without_tensorflow(out):
 
 
 def test_same_configuration_same_bytes(out, tmp_path):
-  generate(tmp_path, GenerateConfig(**{**CONFIG.__dict__, "build_tfds": False}))
+  generate(tmp_path, dataclasses.replace(CONFIG, build_tfds=False))
   for path in sorted(out.rglob("*")):
     relative = path.relative_to(out)
     if path.is_dir() or relative.parts[0] == "tfds" or relative.name == "summary.json":

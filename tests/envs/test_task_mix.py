@@ -11,6 +11,7 @@ from steptool_jax.envs import episode as env
 from steptool_jax.envs import expert, judge
 from steptool_jax.envs.builtin_tokenizer import load_tokenizer
 from steptool_jax.envs.generate import GenerateConfig, generate
+from steptool_jax.envs.settings import EnvSettings
 from steptool_jax.envs.tasks import HELD_OUT_TEMPLATES, SEEN, UNSEEN_ENTITIES, generate_tasks
 from steptool_jax.rewards import rules
 
@@ -137,11 +138,12 @@ def test_reference_contribution_by_hand():
 
 
 def test_generate_applies_the_options(tmp_path):
-  config = GenerateConfig(num_tasks=60, seed=0, mistake_rate=0.2, templates=WEATHER, hold_out_templates=False,
-                          quote_entities=True, tool_descriptions=False, thoughts=False, contribution="reference",
-                          build_tfds=False)
+  config = GenerateConfig(
+      EnvSettings(num_tasks=60, seed=0, mistake_rate=0.2, templates=",".join(WEATHER), hold_out_templates=False,
+                  quote_entities=True, tool_descriptions=False, thoughts=False, contribution="reference"),
+      template="toolllama", build_tfds=False)
   summary = generate(tmp_path, config)
-  assert summary["config"]["contribution"] == "reference"
+  assert summary["config"]["env"]["contribution"] == "reference"
   sft = json.loads((tmp_path / "sft" / "train.json").read_text())
   turns = [turn for record in sft.values() for turn in record["instances"][0]["conversations"]]
   assert not any("Thought:" in t["value"] for t in turns if t["from"] == "assistant")

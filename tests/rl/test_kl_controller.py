@@ -12,7 +12,7 @@ update = jax.jit(update_kl_controller)
 
 
 def test_adaptive_update_by_hand():
-  ctl = adaptive_kl_controller()  # paper: 0.3, target 6, horizon 10000
+  ctl = adaptive_kl_controller(0.3, 6.0, 10000.0)  # the paper's
   # KL 9 is 50% over target, clipped to +20%: 0.3 * (1 + 0.2 * 64 / 10000) = 0.300384
   assert float(update(ctl, 9.0, 64).value) == pytest.approx(0.300384, rel=1e-6)
   # KL 5.7 is 5% under: 0.3 * (1 - 0.05 * 64 / 10000) = 0.299904
@@ -39,4 +39,4 @@ def test_state_is_one_leaf_and_repeated_updates_compound():
 def test_rejects_bad_config():
   with pytest.raises(ValueError, match="target"):
     adaptive_kl_controller(0.3, 0.0, 10.0)
-  assert np.isclose(float(adaptive_kl_controller().value), 0.3)
+  assert np.isclose(float(adaptive_kl_controller(0.3, 6.0, 10000.0).value), 0.3)

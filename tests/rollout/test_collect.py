@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from steptool_jax.data.batching import collate_step_grained
-from steptool_jax.envs import episode as env
+from steptool_jax.envs.settings import EnvSettings
 from steptool_jax.envs.tasks import generate_tasks
 from steptool_jax.models.generate import SamplingConfig
 from steptool_jax.rollout import stopping
@@ -28,7 +28,7 @@ def collected():
                         SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=1.0), jax.random.key(0),
                         template="toolllama", max_batch=MAX_BATCH, widths=(MAX_CONTEXT_LEN,))
   settings = RolloutSettings(bos_id=1, max_context_len=MAX_CONTEXT_LEN, max_response_len=MAX_NEW_TOKENS,
-                             group_size=2, env=env.EnvConfig(max_steps=MAX_STEPS))
+                             environment=EnvSettings(max_steps=MAX_STEPS), template="toolllama", group_size=2)
   return collect(tasks, policy, tokenizer, settings)
 
 
@@ -38,7 +38,8 @@ def test_groups_repeat_each_task(collected):
   assert collected.rollouts[0].task is collected.rollouts[1].task
   assert grouped(["a", "b"], 3) == (["a", "a", "a", "b", "b", "b"], [0, 0, 0, 1, 1, 1])
   with pytest.raises(ValueError, match="group_size"):
-    RolloutSettings(bos_id=1, max_context_len=8, max_response_len=8, group_size=0)
+    RolloutSettings(bos_id=1, max_context_len=8, max_response_len=8, environment=EnvSettings(), template="toolllama",
+                    group_size=0)
 
 
 def test_random_model_output_becomes_failed_steps(collected):
@@ -56,7 +57,8 @@ def test_unfinished_episodes_end_on_the_unfinished_reward(collected):
   """A random model never calls Finish within two steps: every example's last step reward
   is the unfinished reward (0 by default), the other steps keep their call rewards."""
   penalised = RolloutSettings(bos_id=1, max_context_len=MAX_CONTEXT_LEN, max_response_len=MAX_NEW_TOKENS,
-                              env=env.EnvConfig(max_steps=MAX_STEPS), unfinished_reward=-1.0)
+                              environment=EnvSettings(max_steps=MAX_STEPS, unfinished_reward=-1.0),
+                              template="toolllama")
   for rollout, verdict, example in zip(collected.rollouts, collected.judgements, collected.examples):
     assert rollout.episode.finish is None
     rewards = penalised.judgement(rollout).step_rewards

@@ -10,6 +10,7 @@ from steptool_jax.envs import episode as env
 from steptool_jax.envs import judge
 from steptool_jax.envs.expert import Mistakes
 from steptool_jax.envs.generate import GenerateConfig, roll_out
+from steptool_jax.envs.settings import EnvSettings
 from steptool_jax.envs.generate import step_grained_row as env_step_grained_row
 from steptool_jax.envs.tasks import generate_tasks
 from steptool_jax.rollout import stopping
@@ -28,7 +29,7 @@ def expert_data():
   writer = expert_writer(mistakes=Mistakes(rate=0.4), seed=0)
   rollouts = run_episodes(tasks, text_policy(writer, tokenizer, eos_id=tokenizer.eos_token_id), tokenizer, bos_id=1,
                           max_context_len=4096)
-  reference = roll_out(tasks, GenerateConfig(mistake_rate=0.4, seed=0))
+  reference = roll_out(tasks, GenerateConfig(EnvSettings(mistake_rate=0.4, seed=0), template="toolllama"))
   return rollouts, reference
 
 

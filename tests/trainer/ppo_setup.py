@@ -13,17 +13,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from steptool_jax.config import schema
+from steptool_jax.config.run import RunConfig
 from steptool_jax.parallel import make_mesh, replicated, sharding_context, spec_sharding
 from steptool_jax.rl.kl_controller import adaptive_kl_controller
-from steptool_jax.trainer.data_source import BATCH_AXES, STEP_GRAINED_KEYS
-from steptool_jax.trainer.ppo_update import PPOSettings, make_ppo_update
+from steptool_jax.trainer.sources.batches import BATCH_AXES, STEP_GRAINED_KEYS
+from steptool_jax.trainer.updates.ppo import make_ppo_update
 from steptool_jax.trainer.state import create_train_state, state_shardings
 from tests.models.tiny_models import TINY
 
 GAMMA, LAM, CLIP, VALUE_CLIP, VF_COEF, KL_COEF, LR = 0.99, 0.95, 0.2, 0.2, 0.1, 0.3, 0.01
-SETTINGS = PPOSettings(epochs=2, minibatch_size=4, grad_accum_steps=2, gamma=GAMMA, lam=LAM, gae_mode="step",
-                       whiten_advantages=True, clip_eps=CLIP, value_clip=VALUE_CLIP, vf_coef=VF_COEF,
-                       weighting="paper", kl_penalty="kl", logits_chunk=16)
+SETTINGS = schema.replace(
+    RunConfig(), ppo__epochs=2, batch__size=8, batch__minibatch_size=4, batch__grad_accum_steps=2, ppo__gamma=GAMMA,
+    ppo__lam=LAM, ppo__gae_mode="step", ppo__whiten_advantages=True, ppo__clip_eps=CLIP, ppo__value_clip=VALUE_CLIP,
+    ppo__vf_coef=VF_COEF, reward__placement="paper", reward__kl_penalty="kl", model__logits_chunk=16)
 REFERENCE_SHIFT = 1.05  # the reference copy is the initial weights x 1.05, so the KL is not zero
 
 _ = -1

@@ -28,11 +28,11 @@ from absl import logging
 from jax.sharding import Mesh
 
 from steptool_jax.parallel.sharding import replicated
-from steptool_jax.trainer.checkpointing import Checkpointer
-from steptool_jax.trainer.data_source import DataSource, device_batch
-from steptool_jax.trainer.metrics import MetricsWriter, scalar_metrics
-from steptool_jax.trainer.preemption import PreemptionFlag
-from steptool_jax.trainer.progress import Progress
+from steptool_jax.trainer.run.checkpointing import Checkpointer
+from steptool_jax.trainer.run.metrics import MetricsWriter, scalar_metrics
+from steptool_jax.trainer.run.preemption import PreemptionFlag
+from steptool_jax.trainer.run.progress import Progress
+from steptool_jax.trainer.sources.batches import DataSource, device_batch
 from steptool_jax.trainer.state import TrainState
 
 
@@ -46,6 +46,9 @@ class RunResult:
   step: int  # updates done
   status: str  # finished | preempted | halted
   last_metrics: dict[str, float]
+  num_steps: int = 0  # the run's length
+  start_step: int = 0  # where this process started (resumed from)
+  checkpoint_step: int | None = None  # the newest checkpoint when the run returned
 
 
 @dataclasses.dataclass
@@ -97,8 +100,7 @@ def run(ctx: LoopContext, state: TrainState, start_step: int, *, halt_at_step: i
 
   def batch_for(step: int, policy: Any) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """The step's batch and the source's statistics of it (rollout pass rate, ...)."""
-    local = ctx.source.batch(*data_position(step, ctx.source.steps_per_epoch), policy)
-    return local, ctx.source.batch_stats()
+    return ctx.source.batch(*data_position(step, ctx.source.steps_per_epoch), policy)
 
   local, local_stats = batch_for(step, state.policy) if step < ctx.num_steps else (None, {})
   first = True
@@ -148,7 +150,9 @@ def run(ctx: LoopContext, state: TrainState, start_step: int, *, halt_at_step: i
     ctx.checkpointer.save(step, state, ctx.trainable_keys, progress=progress_record(step, ctx.source, ctx.batch_rows),
                           config=ctx.config_json, force=True)
   ctx.checkpointer.wait()
-  return RunResult(state=state, step=step, status=status, last_metrics=last)
+  return RunResult(state=state, step=step, status=status, last_metrics=last, num_steps=ctx.num_steps,
+                   start_step=start_step,
+                   checkpoint_step=ctx.checkpointer.latest_step())
 
 
 def _performance(metrics: Mapping[str, float], seconds: float, flops: float, devices: int,

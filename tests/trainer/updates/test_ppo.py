@@ -16,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 
+from steptool_jax.config import schema
 from steptool_jax.models import CausalLM
 from tests.models.tiny_models import LORA, TINY, lora_policy, tiny_policy
 from tests.trainer.fixtures import compile_cache  # noqa: F401 (fixture)
@@ -115,7 +116,7 @@ def test_one_update_equals_the_step_by_step_computation(full_update):
           jnp.asarray(whiten(advantages, mask), jnp.float32), jnp.asarray(returns, jnp.float32))
   trainable = {k: policy.variables[k] for k in KEYS}
   losses, policy_losses = [], []
-  for _ in range(SETTINGS.epochs):  # one SGD step per epoch on the whole-batch loss
+  for _ in range(SETTINGS.ppo.epochs):  # one SGD step per epoch on the whole-batch loss
     (loss, policy_loss), grads = hand_loss_and_grad(trainable, *args)
     losses.append(float(loss))
     policy_losses.append(float(policy_loss))
@@ -179,7 +180,7 @@ def test_lora_update_uses_adapters_off_as_reference_and_skipped_steps_change_not
   bit, while the step count and the KL controller move on."""
   policy = lora_policy()
   step, state = jitted_update(single_device_mesh(), policy, tx=optax.adamw(1e-2), keys=("lora", "value_head"),
-                              lora=LORA, settings=SETTINGS.__class__(**{**SETTINGS.__dict__, "ratio_threshold": 1e-3}),
+                              lora=LORA, settings=schema.replace(SETTINGS, ppo__ratio_threshold=1e-3),
                               keep_reference=False)
   batch = make_batch()
   before = jax.tree.map(np.asarray, (state.policy, state.opt_state))

@@ -19,10 +19,11 @@ mesh that saved.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +31,9 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
+from steptool_jax.config import schema
+from steptool_jax.config.run import RunConfig, parse_run_config
+from steptool_jax.parallel.sharding import sharded_abstract
 from steptool_jax.trainer.state import TrainState
 
 CHECKPOINT_DIR = "checkpoints"
@@ -110,20 +114,36 @@ def restore_into(state_template: TrainState, restored: Mapping[str, Any]) -> Tra
       kl=state_template.kl.replace(value=train["kl_coef"]), rng=train["rng"])
 
 
-def abstract_target(abstract_parts: Mapping[str, Any], sharding_parts: Mapping[str, Any]) -> dict[str, Any]:
-  """`ShapeDtypeStruct`s with shardings for `saved_parts` of an abstract state."""
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), dict(abstract_parts),
-                      dict(sharding_parts))
-
-
 def is_run_directory(path: str | os.PathLike[str]) -> bool:
   """A workdir of ours (it has checkpoints), as opposed to a Hugging Face model directory."""
   return checkpoint_dir(path).is_dir() and not (pathlib.Path(path) / "config.json").is_file()
 
 
-def config_json(config: Any) -> dict[str, Any]:
-  """A ConfigDict as plain JSON values (tuples become lists)."""
-  return json.loads(config.to_json_best_effort(sort_keys=True))
+def config_json(config: RunConfig) -> dict[str, Any]:
+  """A run config as plain JSON values (tuples become lists), as saved with every checkpoint."""
+  return json.loads(json.dumps(schema.to_plain(config), sort_keys=True))
+
+
+@contextlib.contextmanager
+def latest_checkpoint(workdir: str | os.PathLike[str], *, field: str = "") -> Iterator[tuple[Checkpointer, int]]:
+  """A read-only `Checkpointer` of one of our runs and its latest step (closed afterwards).
+
+  Raises:
+    ValueError: the workdir has no checkpoint (prefixed with `field`, the setting that named it).
+  """
+  checkpointer = Checkpointer(workdir, read_only=True)
+  try:
+    step = checkpointer.latest_step()
+    if step is None:
+      raise ValueError(f"{field + ': ' if field else ''}no checkpoint under {checkpoint_dir(workdir)}")
+    yield checkpointer, int(step)
+  finally:
+    checkpointer.close()
+
+
+def read_run_config(checkpointer: Checkpointer, step: int) -> RunConfig:
+  """The typed config a checkpoint was saved with (configs of older versions migrate)."""
+  return parse_run_config(checkpointer.read_config(step))
 
 
 def restore_or_create(checkpointer: Checkpointer, create: Callable[[Any, jax.Array], TrainState], policy: Any,
@@ -140,7 +160,7 @@ def restore_or_create(checkpointer: Checkpointer, create: Callable[[Any, jax.Arr
   step = checkpointer.latest_step()
   if step is None:
     return jax.jit(create, out_shardings=shardings)(policy, rng), 0
-  target = abstract_target(saved_parts(abstract, trainable_keys), saved_parts(shardings, trainable_keys))
+  target = sharded_abstract(saved_parts(abstract, trainable_keys), saved_parts(shardings, trainable_keys))
   restored = checkpointer.restore(step, target)
   progress = restored["progress"]
   if (progress["data_rows"], progress["batch_rows"]) != (source.num_rows, batch_rows):

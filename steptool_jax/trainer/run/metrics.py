@@ -17,8 +17,9 @@ import os
 import pathlib
 from typing import Any, Mapping
 
-import ml_collections
 import numpy as np
+
+from steptool_jax.config.run import LogSection
 
 JSONL = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -55,7 +56,7 @@ def _json_value(value: float) -> Any:
 class MetricsWriter:
   """Writes scalars to every configured sink (a no-op on processes other than 0)."""
 
-  def __init__(self, workdir: str | os.PathLike[str], log_config: ml_collections.ConfigDict, *,
+  def __init__(self, workdir: str | os.PathLike[str], log_config: LogSection, *,
                config_json: Mapping[str, Any] | None = None, resume_step: int = 0, enabled: bool = True):
     self.enabled = enabled
     self.jsonl_path = pathlib.Path(workdir) / JSONL

@@ -4,53 +4,40 @@
 
 The loss is the mean negative log-likelihood of the assistant-action tokens (`loss_mask`)
 over the whole batch: summed over `grad_accum_steps` micro-batches of `minibatch_size`
-rows (a `lax.scan`), divided by the batch's token count, applied in one optimizer step.
-Padding rows (a short last batch) therefore weigh nothing. The state and
-its checkpoints are the ones of the PPO trainer, so PPO can start from an SFT run.
+rows (`updates.accumulate`), divided by the batch's token count, applied in one optimizer
+step. Padding rows (a short last batch) therefore weigh nothing. The state and its
+checkpoints are the ones of the PPO trainer, so PPO can start from an SFT run.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Mapping
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
+from steptool_jax.config.run import RunConfig
 from steptool_jax.models.config import LoraConfig, ModelConfig
 from steptool_jax.models.llama import CausalLM
 from steptool_jax.models.policy import score_tokens
-from steptool_jax.trainer.ppo_update import UpdateFn
 from steptool_jax.trainer.state import TrainState, split_trainable
-from steptool_jax.trainer.update_utils import all_finite, constrain_rows, rows_in_batch, strided_split
+from steptool_jax.trainer.updates.accumulate import accumulate_gradients, nonfinite_flag
+from steptool_jax.trainer.updates.ppo import UpdateFn
+from steptool_jax.trainer.updates.rows import constrain_rows, rows_in_batch, strided_split
 
-
-@dataclasses.dataclass(frozen=True)
-class SFTSettings:
-  minibatch_size: int = 2
-  grad_accum_steps: int = 4
-  logits_chunk: int = 512
-
-  @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> SFTSettings:
-    return cls(minibatch_size=config.batch.minibatch_size, grad_accum_steps=config.batch.grad_accum_steps,
-               logits_chunk=config.model.logits_chunk)
-
-
-def make_sft_update(model_config: ModelConfig, lora: LoraConfig | None, settings: SFTSettings,
+def make_sft_update(model_config: ModelConfig, lora: LoraConfig | None, config: RunConfig,
                     optimizer: optax.GradientTransformation, trainable_keys: tuple[str, ...]) -> UpdateFn:
   dropout = lora is not None and lora.dropout > 0
   model = CausalLM(model_config, lora, deterministic=not dropout)
-  s = settings
+  grad_accum_steps, chunk_size = config.batch.grad_accum_steps, config.model.logits_chunk
 
   def loss_fn(trainable, frozen, micro: Mapping[str, jax.Array], rng: jax.Array):
     """Summed NLL of the micro-batch's loss tokens (divided by the whole batch's count later)."""
     micro = {k: constrain_rows(v) for k, v in micro.items()}
     scores = score_tokens(model, {**frozen, **trainable}, micro["input_ids"], micro["attention_mask"],
                           use_lora=True, with_values=False, rngs={"dropout": rng} if dropout else None,
-                          chunk_size=s.logits_chunk)
+                          chunk_size=chunk_size)
     on = micro["loss_mask"] > 0
     total = -jnp.sum(jnp.where(on, scores.logp, 0))
     return total, {"nll_sum": total, "loss_tokens": jnp.sum(on).astype(jnp.float32)}
@@ -59,16 +46,10 @@ def make_sft_update(model_config: ModelConfig, lora: LoraConfig | None, settings
 
   def update(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array):
     trainable, frozen = split_trainable(state.policy, trainable_keys)
-    micro_batches = {k: strided_split(batch[k], s.grad_accum_steps)
-                     for k in ("input_ids", "attention_mask", "loss_mask")}
-
-    def accumulate(grads_sum, xs):
-      micro, micro_rng = xs
-      (_, metrics), grads = grad_fn(trainable, frozen, micro, micro_rng)
-      return jax.tree.map(lambda a, g: a + g.astype(a.dtype), grads_sum, grads), metrics
-
-    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), trainable)
-    grads_sum, per_micro = jax.lax.scan(accumulate, zeros, (micro_batches, jax.random.split(rng, s.grad_accum_steps)))
+    micro_batches = {k: strided_split(v, grad_accum_steps) for k, v in batch.items()}
+    grads_sum, _, per_micro = accumulate_gradients(
+        lambda params, micro, micro_rng: grad_fn(params, frozen, micro, micro_rng), trainable, micro_batches,
+        jax.random.split(rng, grad_accum_steps))
     # The token mean over the whole batch: padding rows and empty micro-batches weigh nothing.
     tokens = jnp.maximum(jnp.sum(per_micro["loss_tokens"]), 1.0)
     grads = jax.tree.map(lambda g: g / tokens, grads_sum)
@@ -82,8 +63,7 @@ def make_sft_update(model_config: ModelConfig, lora: LoraConfig | None, settings
         "tokens": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
         "loss_tokens": jnp.sum(per_micro["loss_tokens"]),
     }
-    metrics["nonfinite"] = 1.0 - (all_finite(trainable) & jnp.isfinite(metrics["loss"])
-                                  & jnp.isfinite(metrics["grad_norm"])).astype(jnp.float32)
+    metrics["nonfinite"] = nonfinite_flag(trainable, metrics["loss"], metrics["grad_norm"])
     return new_state, metrics
 
   return update

@@ -1,12 +1,12 @@
 """The ablation switches change exactly the tensors they should, through the update's own
 `advantages` stage, on a hand-made batch with the numbers written out.
 
-| method | reward.granularity | ppo.gae_mode |
+| method | reward.placement | ppo.gae_mode |
 |---|---|---|
-| StepTool | step | step |
-| without step-grained reward | final | step |
+| StepTool | paper | step |
+| without step-grained reward | final_only | step |
 | without step-grained optimisation | summed | token |
-| PPO with the final reward | final | token |
+| PPO with the final reward | final_only | token |
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ import optax
 import pytest
 
 from configs import steptool_vs_baselines
+from steptool_jax.config.run import parse_run_config
 from steptool_jax.rl.gae import compute_gae
+from steptool_jax.rl.kl import kl_penalty
 from steptool_jax.rl.kl_controller import fixed_kl_controller
-from steptool_jax.trainer.ppo_update import PPOSettings, make_ppo_stages
+from steptool_jax.trainer.updates.advantages import RolloutStats
+from steptool_jax.trainer.updates.ppo import make_ppo_stages
 from tests.models.tiny_models import TINY
 
 _ = -1
@@ -43,15 +46,18 @@ FINAL_ONLY = [[0, 0, 0, 0, 0, 0, 0, 1.0], [0, 0, 0, 0, 0, 0.5, 0, 0]]
 SUMMED = [[0, 0, 0, 0, 0, 0, 0, 2.5], [0, 0, 0, 0, 0, 0.5, 0, 0]]
 
 
-def stage_outputs(granularity: str, gae_mode: str, estimator: str = "gae") -> dict[str, np.ndarray]:
+def stage_outputs(placement: str, gae_mode: str, estimator: str = "gae") -> dict[str, np.ndarray]:
   config = steptool_vs_baselines.get_config("steptool")
-  config.reward.granularity = granularity
+  config.reward.placement = placement
   config.ppo.gae_mode = gae_mode
   config.ppo.advantage_estimator = estimator
-  settings = PPOSettings.from_config(config)
-  stages = make_ppo_stages(TINY, None, settings, optax.sgd(0.1), ("params", "value_head"))
+  if estimator == "group":  # what a critic-free config must say (checked by the config)
+    config.rollout.group_size, config.ppo.vf_coef = 2, 0.0
+  stages = make_ppo_stages(TINY, None, parse_run_config(config), optax.sgd(0.1), ("params", "value_head"))
   state = types.SimpleNamespace(kl=fixed_kl_controller(0.2))
-  out = stages.advantages(state, {k: jnp.asarray(v) for k, v in BATCH.items()}, LOGP, VALUES, LOGP)
+  stats = RolloutStats(old_logp=LOGP, old_values=VALUES, ref_logp=LOGP, kl=kl_penalty(LOGP, LOGP, "kl"))
+  out = stages.advantages(state, {k: jnp.asarray(v) for k, v in BATCH.items()}, stats)._asdict()
+  out.pop("loss_inputs")
   return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -63,7 +69,7 @@ def stage_outputs(granularity: str, gae_mode: str, estimator: str = "gae") -> di
 ])
 def test_each_method_places_its_rewards_and_runs_its_gae(method, rewards, gae_mode):
   config = steptool_vs_baselines.get_config(method)
-  out = stage_outputs(config.reward.granularity, config.ppo.gae_mode)
+  out = stage_outputs(config.reward.placement, config.ppo.gae_mode)
   assert config.ppo.gae_mode == gae_mode
   np.testing.assert_allclose(out["rewards"], rewards, atol=1e-7)
   expected, returns = compute_gae(jnp.asarray(rewards, jnp.float32), VALUES, ACTION, gamma=config.ppo.gamma,
@@ -73,9 +79,9 @@ def test_each_method_places_its_rewards_and_runs_its_gae(method, rewards, gae_mo
 
 
 def test_the_switches_are_independent():
-  """Granularity changes the rewards only; the GAE mode changes the advantages only."""
-  step_step, step_token = stage_outputs("step", "step"), stage_outputs("step", "token")
-  final_step = stage_outputs("final", "step")
+  """The placement changes the rewards only; the GAE mode changes the advantages only."""
+  step_step, step_token = stage_outputs("paper", "step"), stage_outputs("paper", "token")
+  final_step = stage_outputs("final_only", "step")
   np.testing.assert_array_equal(step_step["rewards"], step_token["rewards"])
   assert not np.allclose(step_step["advantages"], step_token["advantages"])
   assert not np.allclose(step_step["rewards"], final_step["rewards"])
@@ -89,7 +95,7 @@ def test_methods_differ_in_nothing_but_their_switches():
   for m, c in flat.items():
     for section, fields in c.items():
       for name, value in (fields.items() if isinstance(fields, dict) else [(None, fields)]):
-        if (section, name) in (("reward", "granularity"), ("ppo", "gae_mode")):
+        if (section, name) in (("reward", "placement"), ("ppo", "gae_mode")):
           continue
         assert value == (flat["steptool"][section][name] if name else flat["steptool"][section]), (m, section, name)
 
@@ -98,7 +104,7 @@ def test_critic_free_group_advantages_by_hand():
   """Two rollouts of one task; returns-to-go (gamma 1) of the step rewards:
   row 0: 2.5, 2.0, 1.0; row 1: 0.5, 0.5. Pooled over the group: mean 1.3, population
   std sqrt((1.2^2 + 0.7^2 + 0.3^2 + 0.8^2 + 0.8^2) / 5) = sqrt(0.66)."""
-  out = stage_outputs("step", "step", estimator="group")
+  out = stage_outputs("paper", "step", estimator="group")
   std = np.sqrt(0.66)
   row0 = (np.array([2.5, 2.0, 1.0]) - 1.3) / std
   row1 = (np.array([0.5, 0.5]) - 1.3) / std
@@ -108,7 +114,7 @@ def test_critic_free_group_advantages_by_hand():
   np.testing.assert_allclose(out["used_advantages"], expected, atol=1e-5)
   assert not out["returns"].any()
   # Final-only critic-free: the return-to-go of every step is the final reward.
-  final = stage_outputs("final", "step", estimator="group")
+  final = stage_outputs("final_only", "step", estimator="group")
   returns = np.array([1.0, 1.0, 1.0, 0.5, 0.5])  # row 0's 3 steps, row 1's 2
   z = (returns - returns.mean()) / returns.std()
   np.testing.assert_allclose(final["used_advantages"][0, [1, 4, 6]], z[:3], atol=1e-5)
@@ -121,9 +127,9 @@ def test_every_expert_action_of_the_experiment_fits_its_response_length():
   the SFT policy never learned to end those answers and rollouts could not complete them."""
   from steptool_jax.envs.builtin_tokenizer import load_tokenizer
   from steptool_jax.envs.generate import roll_out
-  from steptool_jax.trainer.env_data import generate_config
+  from steptool_jax.trainer.sources.env_data import generate_config
 
-  config = steptool_vs_baselines.get_config("sft")
+  config = parse_run_config(steptool_vs_baselines.get_config("sft"))
   environment = generate_config(config)
   tokenizer = load_tokenizer()
   examples = roll_out(environment.tasks()["train"], environment)

@@ -9,9 +9,13 @@ import pytest
 
 from configs import tiny
 from steptool_jax import train
-from steptool_jax.trainer.data_source import ONLINE_KEYS, _step_grained_collate, batch_keys
-from steptool_jax.trainer.online_source import make_online_source
+from steptool_jax.config.run import parse_run_config
+from steptool_jax.trainer.algorithms import ALGORITHMS
+from steptool_jax.trainer.sources.batches import ONLINE_KEYS, SFT_KEYS, STEP_GRAINED_KEYS
+from steptool_jax.trainer.sources.online import make_online_source
+from tests.config.test_run import validate
 from tests.rollout.tiny_policy import MAX_CONTEXT_LEN, MAX_NEW_TOKENS, builtin_tokenizer, tiny_policy
+from tests.trainer.fixtures import data_cache, tiny_run_config  # noqa: F401 (fixture)
 
 MAX_STEPS = 2
 BATCH = 4
@@ -29,18 +33,16 @@ def online_config(**overrides):
   config.data.max_context_len = MAX_CONTEXT_LEN
   config.data.max_response_len = MAX_NEW_TOKENS
   config.data.min_bucket_len = MAX_CONTEXT_LEN + MAX_NEW_TOKENS  # one length bucket
-  config.data.env.num_tasks = 40  # 32 train tasks: 16 batches per epoch
-  config.data.env.max_steps = MAX_STEPS
+  config.env.num_tasks = 40  # 32 train tasks: 16 batches per epoch
+  config.env.max_steps = MAX_STEPS
   config.update_from_flattened_dict(overrides)
   return config
 
 
 @pytest.fixture(scope="module")
 def source():
-  config = online_config()
-  made = make_online_source(config, builtin_tokenizer(), local_rows=slice(0, BATCH),
-                            collate=_step_grained_collate(0, MAX_STEPS))
-  return made.for_model(tiny_policy().config, None)
+  return make_online_source(parse_run_config(online_config()), builtin_tokenizer(), tiny_policy(),
+                            local_rows=slice(0, BATCH))
 
 
 def test_epochs_visit_every_train_task_once(source):
@@ -53,8 +55,8 @@ def test_epochs_visit_every_train_task_once(source):
 
 def test_a_batch_is_groups_of_rollouts_of_its_tasks(source):
   variables = tiny_policy().variables
-  batch = source.batch(0, 3, variables)
-  assert set(batch) == set(ONLINE_KEYS)
+  batch, stats = source.batch(0, 3, variables)
+  assert set(batch) == set(ONLINE_KEYS) == set(source.keys)
   width = batch["input_ids"].shape[1]
   assert width == MAX_CONTEXT_LEN + MAX_NEW_TOKENS
   for key in ("input_ids", "attention_mask", "action_mask", "step_ids"):
@@ -68,27 +70,29 @@ def test_a_batch_is_groups_of_rollouts_of_its_tasks(source):
   for row in range(BATCH):
     text = builtin_tokenizer().decode(batch["input_ids"][row][batch["attention_mask"][row] > 0])
     assert f"User:\n{tasks[batch['group_ids'][row]].query}" in text
-  stats = source.batch_stats()
   assert stats["rollout/episodes"] == BATCH and 0 <= stats["rollout/failed_call_rate"] <= 1
   # A pure function of (seed, epoch, index, policy): the same call gives the same rows.
-  again = source.batch(0, 3, variables)
+  again, again_stats = source.batch(0, 3, variables)
   for key in batch:
     np.testing.assert_array_equal(again[key], batch[key])
+  assert again_stats == stats
 
 
-def test_rollouts_need_the_policy(source):
-  unbound = make_online_source(online_config(), builtin_tokenizer(), local_rows=slice(0, BATCH),
-                               collate=_step_grained_collate(0, MAX_STEPS))
-  with pytest.raises(ValueError, match="need the current policy"):
-    unbound.batch(0, 0, tiny_policy().variables)
+def test_batches_outside_the_epoch_are_refused(source):
   with pytest.raises(IndexError):
     source.batch(0, 16, tiny_policy().variables)
 
 
-def test_online_keys_only_for_online_ppo():
-  assert batch_keys(online_config()) == ONLINE_KEYS
-  assert "group_ids" not in batch_keys(tiny.get_config())
-  assert batch_keys(tiny.get_config("sft")) == ("input_ids", "attention_mask", "loss_mask")
+def test_online_keys_only_for_online_ppo(data_cache):
+  """The algorithms' sources: online PPO batches carry group ids, offline PPO and SFT do not."""
+  def keys(config):
+    run = parse_run_config(config)
+    made = ALGORITHMS[run.algorithm].make_source(run, builtin_tokenizer(), tiny_policy(), cache_dir=data_cache,
+                                                 local_rows=slice(0, run.batch.size))
+    return made.keys
+  assert keys(online_config()) == ONLINE_KEYS
+  assert keys(tiny_run_config(data_cache)) == STEP_GRAINED_KEYS and "group_ids" not in STEP_GRAINED_KEYS
+  assert keys(tiny_run_config(data_cache, "sft")) == SFT_KEYS == ("input_ids", "attention_mask", "loss_mask")
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -100,7 +104,6 @@ def test_online_keys_only_for_online_ppo():
      "ppo.advantage_estimator: 'group' normalises returns"),
 ])
 def test_online_config_mistakes_name_their_field(overrides, message):
-  from steptool_jax.trainer.config_checks import validate  # noqa: PLC0415
   with pytest.raises(ValueError) as error:
     validate(online_config(**overrides), num_devices=1)
   assert str(error.value).startswith(message)

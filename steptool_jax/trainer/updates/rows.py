@@ -1,8 +1,8 @@
-"""Small array helpers the PPO and SFT updates share."""
+"""How the updates lay out and count batch rows (shared by PPO and SFT)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -28,12 +28,12 @@ def constrain_rows(x: jax.Array) -> jax.Array:
   return nn.with_logical_constraint(x, (None,) * (x.ndim - 2) + ("batch", "length"))
 
 
-def all_finite(tree: Any) -> jax.Array:
-  """True when every float leaf of `tree` is finite."""
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
 def rows_in_batch(attention_mask: jax.Array) -> jax.Array:
   """Number of real rows (a short last batch is padded with empty ones), float32."""
   return jnp.sum(jnp.any(attention_mask > 0, axis=-1)).astype(jnp.float32)
+
+
+def in_chunks(fn: Callable[..., Any], chunk_rows: int, *arrays: jax.Array) -> Any:
+  """`fn` over chunks of `chunk_rows` rows (one at a time), results back in row order."""
+  parts = arrays[0].shape[0] // chunk_rows
+  return jax.tree.map(strided_merge, jax.lax.map(lambda xs: fn(*xs), tuple(strided_split(x, parts) for x in arrays)))

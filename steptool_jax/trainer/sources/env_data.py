@@ -18,26 +18,13 @@ import pathlib
 import shutil
 import tempfile
 
-import ml_collections
-
+from steptool_jax.config.run import RunConfig
 from steptool_jax.envs.generate import GenerateConfig, generate
 
 
-def generate_config(config: ml_collections.ConfigDict) -> GenerateConfig:
-  """The environment settings of a run (`data.env.*`, `data.template`) as a `GenerateConfig`:
-  what the expert data is made with, and what online rollouts play (tasks, text, judge)."""
-  env = config.data.env
-  return GenerateConfig(
-      num_tasks=env.num_tasks, seed=env.seed, mistake_rate=env.mistake_rate, template=config.data.template,
-      max_steps=env.max_steps, build_tfds=False, templates=template_names(env.templates),
-      hold_out_templates=env.hold_out_templates, quote_entities=env.quote_entities, tool_descriptions=env.tool_descriptions, thoughts=env.thoughts,
-      contribution=env.contribution, alpha=env.alpha, unfinished_reward=env.unfinished_reward,
-      test_entities=env.test_entities, validation_fraction=env.validation_fraction, test_fraction=env.test_fraction)
-
-
-def template_names(templates: str) -> tuple[str, ...]:
-  """`data.env.templates`: comma-separated template names ("" = all of them)."""
-  return tuple(name.strip() for name in templates.split(",") if name.strip())
+def generate_config(config: RunConfig) -> GenerateConfig:
+  """What the expert data of a run is made with: its env section, rendered in its chat template."""
+  return GenerateConfig(env=config.env, template=config.data.template, build_tfds=False)
 
 
 def env_data_dir(cache_dir: str | os.PathLike[str], config: GenerateConfig) -> pathlib.Path:

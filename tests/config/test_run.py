@@ -1,4 +1,5 @@
-"""Bad config values fail at start, with a message naming the field."""
+"""The run config's sections: the shipped configs are valid and carry the paper's numbers, and
+bad values fail at start with a message naming the field."""
 
 from __future__ import annotations
 
@@ -10,10 +11,18 @@ import sys
 import pytest
 
 from configs import llama, qwen2, tiny, toolllama
+from steptool_jax.config.run import parse_run_config
 from steptool_jax.models.config import tiny as tiny_model
 from steptool_jax.parallel import make_mesh
-from steptool_jax.trainer.config_checks import check_model_fits_mesh, validate
+from steptool_jax.trainer.policy_init import check_model_fits_mesh
 from tests.trainer.fixtures import REPO
+
+
+def validate(config, *, num_devices, process_count=1):
+  """What the trainer checks before any work: the typed config, its paths, the mesh."""
+  run = parse_run_config(config)
+  run.check_paths()
+  return run.mesh_sizes(num_devices, process_count)
 
 
 @pytest.fixture
@@ -115,7 +124,8 @@ def test_model_path_is_required_and_must_exist(tmp_path):
     ("ppo.advantage_estimator", "group", "ppo.advantage_estimator: 'group' normalises returns over the rollouts"),
     ("ppo.advantage_estimator", "vtrace", "ppo.advantage_estimator: expected one of ('gae', 'group')"),
     ("rollout.mode", "replay", "rollout.mode: expected one of ('offline', 'online'), found 'replay'"),
-    ("reward.granularity", "token", "reward.granularity: expected one of ('step', 'final', 'summed'), found 'token'"),
+    ("reward.placement", "token",
+     "reward.placement: expected one of ('paper', 'original_code', 'final_only', 'summed'), found 'token'"),
     ("ppo.gae_mode", "steps", "ppo.gae_mode: expected one of ('step', 'token'), found 'steps'"),
     ("ppo.gamma", 1.5, "ppo.gamma: expected a number in [0, 1], found 1.5"),
     ("reward.kl_penalty", "full", "reward.kl_penalty: expected one of ('kl', 'abs', 'mse', 'low_var_kl')"),
@@ -127,13 +137,6 @@ def test_bad_values_name_their_field(field, value, message):
   section, name = field.split(".")
   config[section][name] = value
   assert _error(config).startswith(message)
-
-
-def test_original_code_weighting_needs_step_granularity():
-  config = tiny.get_config("final")
-  config.reward.weighting = "original_code"
-  assert _error(config).startswith("reward.weighting: 'original_code' weights step rewards, so it needs"
-                                   " reward.granularity='step', found 'final'")
 
 
 def test_command_line_fails_at_start_with_the_field_named(tmp_path):
