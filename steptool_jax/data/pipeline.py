@@ -24,6 +24,7 @@ import datasets
 import numpy as np
 
 from steptool_jax.data.errors import DataError
+from steptool_jax.data.files import atomic_write
 from steptool_jax.data.render import chat_format
 from steptool_jax.data.sft import iter_sft_conversations
 from steptool_jax.data.tokenize import tokenize_conversation, tokenize_rows
@@ -143,7 +144,8 @@ def _cached(path: str | os.PathLike[str], tokenizer: Any, *, kind: str, options:
         chunk = []
     if chunk:
       yield from tokenize(chunk)
-    invalid_file.write_text(json.dumps(invalid, indent=1), encoding="utf-8")
+    with atomic_write(invalid_file, "w", encoding="utf-8") as f:  # a torn file would break every cache hit
+      f.write(json.dumps(invalid, indent=1))
     finished = True
 
   try:
