@@ -47,11 +47,15 @@ def read_regular_file(path: str | os.PathLike[str], *, expected: str) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
   except OSError as e:
     raise DataError(path, None, "file", f"expected a readable {expected}, found {e.strerror}") from None
-  with open(fd, "rb") as f:
+  try:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
       kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
       raise DataError(path, None, "file", f"expected a regular file holding {expected}, found {kind}")
+  except BaseException:
+    os.close(fd)
+    raise
+  with open(fd, "rb") as f:
     try:
       return f.read()
     except OSError as e:

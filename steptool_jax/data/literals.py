@@ -18,10 +18,12 @@ to `ast.literal_eval` (then `json.loads`) as before, but only up to
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import re
 import sys
-from typing import Any
+import warnings
+from typing import Any, Iterator
 
 from steptool_jax.data.errors import describe
 
@@ -89,7 +91,8 @@ def scan_flat(text: str) -> list[Any] | dict[str, Any]:
 def _literal_eval(text: str) -> Any:
   """`ast.literal_eval` (then `json.loads`) of a short text, refusing a repeated dict key."""
   try:
-    tree = ast.parse(text, mode="eval")
+    with _quiet():
+      tree = ast.parse(text, mode="eval")
     value = ast.literal_eval(tree)
   except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
     pass
@@ -171,12 +174,23 @@ def _decode_escaped(values: list[Any], positions: list[int]) -> None:
       stop += 1
     batch = positions[start:stop]
     try:
-      decoded = ast.literal_eval("[" + ",".join(values[i] for i in batch) + "]")
+      with _quiet():
+        decoded = ast.literal_eval("[" + ",".join(values[i] for i in batch) + "]")
     except (ValueError, SyntaxError):
       raise LiteralError("found a string literal with a bad escape sequence") from None
     for i, value in zip(batch, decoded):
       values[i] = value
     start = stop
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+  """No "invalid escape sequence" warnings from the data: Python keeps such a backslash, and
+  a warning about `<unknown>:1` would only confuse whoever reads the data."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore", SyntaxWarning)
+    yield
 
 
 # Python refuses to convert longer decimal integers (3.11+), and they are no step count or reward.

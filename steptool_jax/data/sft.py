@@ -26,7 +26,10 @@ def iter_sft_conversations(path: str | os.PathLike[str]) -> Iterator[Conversatio
     if query_id in bad:
       yield bad[query_id]
       continue
-    instances = record.get("instances") if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+      yield DataError(path, query_id, "", f"expected an object {{cnt, instances}}, found {describe(record)}")
+      continue
+    instances = record.get("instances")
     if not isinstance(instances, list):
       yield DataError(path, query_id, "instances", f"expected a list of {{id, conversations}},"
                       f" found {describe(instances)}")
