@@ -36,8 +36,9 @@ _FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pip
                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def read_regular_file(path: str | os.PathLike[str], *, expected: str) -> bytes:
-  """The bytes of a regular file (symlinks followed).
+@contextlib.contextmanager
+def open_regular_file(path: str | os.PathLike[str], *, expected: str) -> Iterator[IO[bytes]]:
+  """`path` opened for reading bytes, once it is known to be a regular file (symlinks followed).
 
   Raises:
     DataError: the path is missing or unreadable, or names a directory, FIFO, device or socket.
@@ -56,6 +57,12 @@ def read_regular_file(path: str | os.PathLike[str], *, expected: str) -> bytes:
     os.close(fd)
     raise
   with open(fd, "rb") as f:
+    yield f
+
+
+def read_regular_file(path: str | os.PathLike[str], *, expected: str) -> bytes:
+  """The bytes of a regular file (see `open_regular_file`)."""
+  with open_regular_file(path, expected=expected) as f:
     try:
       return f.read()
     except OSError as e:

@@ -168,6 +168,9 @@ def _column_positions(path: str | os.PathLike[str], header: list[str]) -> dict[s
                     f" {describe(header[0])} (is the delimiter a tab?)")
   positions = {}
   for column in COLUMNS:
+    if names.count(column) > 1:
+      raise DataError(path, None, column, f"expected one column named {column!r} in the header,"
+                      f" found {names.count(column)}")
     if column not in names:
       raise DataError(path, None, column,
                       f"expected a column named {column!r} in the header, found columns {short_repr(names, 200)}")

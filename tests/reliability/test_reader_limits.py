@@ -205,3 +205,36 @@ def test_a_cell_over_the_cap_stops_at_the_cap(tmp_path):
   assert code == 2 and err == f"{path}:1: row: expected cells of at most {MAX_CELL_CHARS:,} characters, found a" \
                               " longer one (the rest is not read)"
   assert peak < 8 * path.stat().st_size / 2**20 + 100, f"peak RSS {peak:.0f} MiB"
+
+
+def test_repeated_tsv_column_is_an_error_not_a_guess(tmp_path):
+  path = tmp_path / "rows.tsv"
+  path.write_text("prompt\tresponse\treward\treward\n['p']\t['a']\t[1.0]\t[0.0]\n")
+  with pytest.raises(DataError, match=r"rows.tsv: reward: expected one column named 'reward' in the header, found 2"):
+    read_step_grained_tsv(path)
+
+
+def test_tasks_file_reader_is_total_and_strict(tmp_path):
+  from steptool_jax.envs.tasks import generate_tasks, read_tasks
+  tasks = generate_tasks(10, 0)["train"][:3]
+  lines = [json.dumps(task.to_json()) for task in tasks]
+  path = tmp_path / "tasks.jsonl"
+  path.write_text("\n".join(lines) + "\n")
+  assert read_tasks(path) == list(tasks)  # what generate writes, read back whole
+  cases = {
+      lines[0] + "\n" + lines[0]: (2, "task_id", "expected each task id once"),
+      lines[0].replace('"split": "train"', '"split": "train", "split": "test"'): (1, "split", "expected each key once"),
+      lines[0].replace('"gold_facts": [', '"gold_facts": [true, '): (1, "gold_facts", "expected a list of str"),
+      lines[0].replace('"template": "', '"template": "no_such_'): (1, "template", "expected one of"),
+      "[" * 10_000 + "]" * 10_000: (1, "line", "nesting deeper than 64 levels"),
+      lines[0][:-5]: (1, "line", "expected a JSON object, found"),
+  }
+  for text, (row, field, words) in cases.items():
+    path.write_text(text)
+    with pytest.raises(DataError) as info:
+      read_tasks(path)
+    assert (info.value.row, info.value.field) == (row, field) and words in info.value.message, info.value
+  os.remove(path)
+  os.mkfifo(path)
+  with pytest.raises(DataError, match="found a FIFO"):
+    read_tasks(path)

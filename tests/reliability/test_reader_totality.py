@@ -2,7 +2,8 @@
 
 Random bytes, and random structural edits of the reference files and of files made by
 `steptool_jax.envs.generate`, go through every reader (each format's reader reads every
-file, not just its own), format detection, the `stats` command and the judge cache. Each
+file, not just its own), format detection, the `stats` command, the judge cache and the
+tasks reader. Each
 record that comes out must also be well formed (no silent garbage): a reader that accepts
 a bool as a score or a NaN as a reward fails here, not later in training.
 """
@@ -23,13 +24,15 @@ from steptool_jax.data.formats import READERS, detect_format
 from steptool_jax.data.records import ROLES, Conversation, RewardAnnotation, StepGrainedRow, Trajectory
 from steptool_jax.data.stats import file_stats
 from steptool_jax.envs.generate import GenerateConfig, generate
+from steptool_jax.envs.tasks import Task, read_tasks
 from steptool_jax.rewards.judge.cache import RunCache
 
 from tests.reliability import mutations
 
 REFERENCE_FILES = {"converted_answers_G123.json": "json", "reward_annotation_G123.json": "json",
                    "sft_conversations_G123.json": "json", "toolllama_step_grained_for_ppo.tsv": "tsv"}
-GENERATED_FILES = {"answers/train.json": "json", "sft/train.json": "json", "step_grained/train.tsv": "tsv"}
+GENERATED_FILES = {"answers/train.json": "json", "sft/train.json": "json", "step_grained/train.tsv": "tsv",
+                   "tasks/train.jsonl": "jsonl"}
 RECORD_TYPES = {"tsv": StepGrainedRow, "converted_answers": Trajectory, "annotations": RewardAnnotation,
                 "sft": Conversation}
 EXAMPLES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -48,6 +51,8 @@ def base_files(reference_dir, tmp_path_factory):
       text = (root / name).read_text(encoding="utf-8")
       if kind == "json":
         text = mutations.dump(mutations.first_records(text, 3))
+      elif kind == "jsonl":
+        text = "\n".join(text.split("\n")[:3]) + "\n"
       files[f"{root.name}/{name}"] = (kind, text)
   return files
 
@@ -98,6 +103,11 @@ def assert_total(path):
     RunCache(path).close()  # a torn or foreign cache file is counted, never fatal
   except DataError:
     pass
+  try:
+    tasks = read_tasks(path)
+  except DataError:
+    return
+  assert all(isinstance(task, Task) and all(isinstance(f, str) for f in task.gold_facts) for task in tasks)
 
 
 @contextlib.contextmanager
@@ -125,6 +135,11 @@ def test_structural_edits_of_reference_and_generated_files(base_files, data):
     for _ in range(data.draw(st.integers(1, 3))):
       mutations.mutate_json(data.draw, tree)
     text = mutations.dump(tree)
+  elif kind == "jsonl":
+    trees = [mutations.parse(line) for line in text.splitlines()]
+    for _ in range(data.draw(st.integers(1, 3))):
+      mutations.mutate_json(data.draw, trees)
+    text = "\n".join(mutations.dump(tree) for tree in trees) + "\n"
   else:
     rows = mutations.parse_tsv(text)
     for _ in range(data.draw(st.integers(1, 3))):
@@ -133,7 +148,7 @@ def test_structural_edits_of_reference_and_generated_files(base_files, data):
   raw = text.encode("utf-8", errors="surrogatepass")
   if data.draw(st.booleans()):
     raw = mutations.mutate_bytes(data.draw, raw)
-  with _written(raw, ".tsv" if kind == "tsv" else ".json") as path:
+  with _written(raw, {"tsv": ".tsv", "json": ".json", "jsonl": ".jsonl"}[kind]) as path:
     assert_total(path)
 
 
@@ -153,6 +168,9 @@ def test_the_unedited_files_are_read_whole(base_files, tmp_path):
   for name, (kind, text) in base_files.items():
     path = tmp_path / ("x.tsv" if kind == "tsv" else "x.json")
     path.write_text(text, encoding="utf-8")
+    if kind == "jsonl":
+      assert len(read_tasks(path)) == 3
+      continue
     fmt = detect_format(path)
     results = list(READERS[fmt](path))
     assert results and not any(isinstance(r, DataError) for r in results), name
