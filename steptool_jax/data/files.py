@@ -138,24 +138,35 @@ def _duplicate_key_errors(path: str | os.PathLike[str], top: dict[str, Any], dup
       nested.setdefault(id(duplicate.obj), duplicate)
   if not nested:
     return bad
-  # Only now, with something to report, walk the records to name where it is (no recursion).
+  # Only now, with something to report, walk the records to name where it is (no recursion;
+  # each entry points to its parent, so a path is spelled out only for the key found).
   for query_id, record in top.items():
     if query_id in bad:
       continue
-    stack: list[tuple[Any, str]] = [(record, "")]
+    stack: list[tuple[Any, Any]] = [(record, None)]
     while stack:
-      value, field = stack.pop()
+      value, where = stack.pop()
       if isinstance(value, dict):
         duplicate = nested.get(id(value))
         if duplicate is not None and duplicate.obj is value:
-          where = f"{field}.{duplicate.key}" if field else duplicate.key
-          bad[query_id] = DataError(path, query_id, where, f"expected each key once per object, found it"
+          field = _spell_path((where, f".{duplicate.key}"))
+          bad[query_id] = DataError(path, query_id, field, f"expected each key once per object, found it"
                                     f" {duplicate.count} times (JSON would keep only the last value)")
           break
-        stack.extend((item, f"{field}.{key}" if field else str(key)) for key, item in reversed(value.items()))
+        stack.extend((item, (where, f".{key}")) for key, item in reversed(value.items()))
       elif isinstance(value, list):
-        stack.extend((item, f"{field}[{i}]") for i, item in reversed(list(enumerate(value))))
+        stack.extend((item, (where, f"[{i}]")) for i, item in reversed(list(enumerate(value))))
   return bad
+
+
+def _spell_path(where: Any, limit: int = 200) -> str:
+  """`a.b[0].c` from the (parent, part) chain; a very deep path keeps its two ends."""
+  parts = []
+  while where is not None:
+    where, part = where
+    parts.append(part)
+  field = "".join(reversed(parts)).lstrip(".")
+  return field if len(field) <= limit else f"{field[:limit // 2]}...{field[-limit // 2:]}"
 
 
 def keep_valid(results: Iterable[T | DataError], *, skip_invalid: bool = False,

@@ -61,7 +61,8 @@ VALUES = st.recursive(SCALARS | RAW, lambda children: st.lists(children, max_siz
 KEYS = st.sampled_from(["0", "00", "1", "-1", " 1", "1.0", "", "query", "answer", "next", "role", "message", "name",
                         "arguments", "response", "process_reward", "is_solved", "succeed_tool_calling",
                         "contributions", "answer_steps", "final_step", "instances", "conversations", "from", "value",
-                        "id", "available_tools", "function", "parameters", "answer_details", "tool_names"]) | st.text(max_size=5)
+                        "id", "available_tools", "function", "parameters", "answer_details", "tool_names"]
+                       ) | st.text(max_size=5)
 
 
 def _positions(tree: Any) -> list[tuple[Any, int]]:

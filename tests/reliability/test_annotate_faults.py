@@ -75,7 +75,8 @@ def test_output_equal_to_the_annotations_file_is_refused(capsys, answers, refere
 @pytest.mark.parametrize("flag, value", [("--alpha", "nan"), ("--alpha", "inf"), ("--alpha", "-1"),
                                          ("--threshold", "nan"), ("--threshold", "1.5"), ("--threshold", "-0.1")])
 def test_option_values_no_method_can_use_name_the_flag(capsys, answers, tmp_path, flag, value):
-  _fails_cleanly(capsys, answers, f"--output={tmp_path / 'out.tsv'}", f"{flag}={value}", words=f"error: {flag}: expected")
+  _fails_cleanly(capsys, answers, f"--output={tmp_path / 'out.tsv'}", f"{flag}={value}",
+                 words=f"error: {flag}: expected")
 
 
 def test_alpha_is_checked_before_reading_not_reported_as_row_1(capsys, reference_dir, tmp_path):

