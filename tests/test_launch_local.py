@@ -101,6 +101,27 @@ def test_a_process_failing_at_start_stops_the_others_and_their_children(tmp_path
   assert [pid for pid in pids if _alive(pid)] == []
 
 
+def test_a_process_failing_after_initialize_ends_the_run_at_once(tmp_path):
+  # Process 0 is busy (a long step, its share of an evaluation). Without distributed's
+  # exit-at-once hook, process 1 would wait for it in jax.distributed's shutdown barrier for
+  # 5 minutes before dying, and the hang guard would trip.
+  script = _script(tmp_path, """
+      import time
+      import jax
+      from steptool_jax.trainer.distributed import maybe_initialize
+
+      maybe_initialize("auto")
+      if jax.process_index() == 1:
+        raise RuntimeError("worker 1 fails after initialize")
+      time.sleep(600)
+      """)
+  done = subprocess.run(LAUNCHER + ["--processes=2", "--", sys.executable, script], capture_output=True, text=True,
+                        timeout=HANG_GUARD_S)
+  assert done.returncode == 1, done.stderr
+  assert "[p1] RuntimeError: worker 1 fails after initialize" in done.stderr.splitlines()
+  assert "p1 failed first (p0 killed, p1 exit 1)" in done.stderr.splitlines()[-1]
+
+
 def test_sigterm_to_the_launcher_reaches_every_process(tmp_path):
   script = _script(tmp_path, f"""
       import os, pathlib, signal, sys, time

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import jax
 import pytest
 
@@ -12,6 +15,7 @@ LAUNCHED = {"JAX_COORDINATOR_ADDRESS": "127.0.0.1:4321", "JAX_NUM_PROCESSES": "2
 
 @pytest.fixture
 def initialize_calls(monkeypatch):
+  monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # maybe_initialize replaces it; restored after the test
   calls = []
   monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
   return calls
@@ -71,3 +75,19 @@ def test_bad_launcher_variables_name_the_variable(initialize_calls, environ, mes
   with pytest.raises(ValueError, match=message):
     distributed.maybe_initialize("auto", environ)
   assert initialize_calls == []
+
+
+def test_an_uncaught_exception_prints_its_traceback_then_exits_at_once(initialize_calls, monkeypatch):
+  printed, exits = [], []
+  monkeypatch.setattr(sys, "excepthook", lambda *info: printed.append(info[1]))
+  monkeypatch.setattr(os, "_exit", exits.append)  # the real one would end the test run
+  distributed.maybe_initialize("auto", LAUNCHED)
+  error = RuntimeError("boom")
+  sys.excepthook(RuntimeError, error, None)
+  assert printed == [error] and exits == [1]
+
+
+def test_no_hook_without_a_runtime(initialize_calls):
+  hook = sys.excepthook
+  distributed.maybe_initialize("auto", {})
+  assert sys.excepthook is hook
