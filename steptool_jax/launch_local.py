@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Mapping, Sequence
+from typing import IO, Callable, Mapping, Sequence
 
 from steptool_jax.trainer.distributed import COORDINATOR_VAR, NUM_PROCESSES_VAR, PROCESS_ID_VAR
 
@@ -115,11 +115,15 @@ def exit_status(returncode: int) -> int:
   return returncode if returncode >= 0 else 128 - returncode
 
 
-def _die_with_parent() -> None:
-  """Runs in the child before exec: if the launcher itself is killed (SIGKILL), the kernel kills the child."""
-  if sys.platform.startswith("linux"):
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+def _die_with_parent_hook() -> Callable[[], None] | None:
+  """A `preexec_fn` (run in the child before exec): when the launcher itself dies, even by SIGKILL,
+  the kernel kills the child (Linux's PR_SET_PDEATHSIG; elsewhere None). `prctl` is looked up here,
+  in the parent, so the child between fork and exec only makes the call."""
+  if not sys.platform.startswith("linux"):
+    return None
+  prctl = ctypes.CDLL(None, use_errno=True).prctl
+  pr_set_pdeathsig = 1
+  return lambda: prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _kill_group(process: subprocess.Popen, sig: int) -> None:
@@ -145,7 +149,7 @@ class Launch:
     self.options, self.out, self.err = options, out, err
     self.processes: list[subprocess.Popen] = []
     self.threads: list[threading.Thread] = []
-    self.signals_received = 0
+    self.first_signal: int | None = None
     self.killed_after_failure: set[int] = set()
 
   def note(self, text: str) -> None:
@@ -155,12 +159,15 @@ class Launch:
   def start(self, environ: Mapping[str, str]) -> None:
     port = self.options.port or free_port()
     coordinator = f"127.0.0.1:{port}"
+    die_with_parent = _die_with_parent_hook()
     for process_id in range(self.options.processes):
       env = process_environment(environ, process_id=process_id, num_processes=self.options.processes,
                                 devices_per_process=self.options.devices_per_process, coordinator=coordinator)
       self.processes.append(subprocess.Popen(self.options.command, env=env, stdin=subprocess.DEVNULL,
                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                                             preexec_fn=_die_with_parent))
+                                             preexec_fn=die_with_parent))
+    if self.first_signal is not None:  # it arrived while the processes were starting: some missed it
+      self.forward(self.first_signal)
     # Threads only after every fork: preexec_fn is not safe while other threads run.
     lock = threading.Lock()
     for process_id, process in enumerate(self.processes):
@@ -169,13 +176,18 @@ class Launch:
         thread.start()
         self.threads.append(thread)
 
-  def on_signal(self, signum: int, frame: object) -> None:
-    del frame
-    self.signals_received += 1
-    sig = signum if self.signals_received == 1 else signal.SIGKILL
+  def forward(self, sig: int) -> None:
     for process in self.processes:
       if process.poll() is None:
         _kill_group(process, sig)
+
+  def on_signal(self, signum: int, frame: object) -> None:
+    del frame
+    if self.first_signal is None:
+      self.first_signal = signum
+      self.forward(signum)
+    else:  # a second SIGINT/SIGTERM: stop waiting for a clean exit
+      self.forward(signal.SIGKILL)
 
   def wait(self) -> tuple[int | None, list[int]]:
     """(index of the first process that failed or None, every process's return code)."""
@@ -217,11 +229,12 @@ class Launch:
     return f"{shape}, {seconds:.1f} s: {verdict} ({', '.join(parts)})"
 
 
-def launch(options: LaunchOptions, *, environ: Mapping[str, str] = os.environ, out: IO[str] = sys.stdout,
-           err: IO[str] = sys.stderr, handle_signals: bool = True) -> int:
-  """Runs the processes to the end; the launcher's exit status."""
+def launch(options: LaunchOptions, *, environ: Mapping[str, str] | None = None, out: IO[str] | None = None,
+           err: IO[str] | None = None, handle_signals: bool = True) -> int:
+  """Runs the processes to the end; the launcher's exit status. Defaults: this process's environment and streams."""
   started = time.monotonic()
-  job = Launch(options, out, err)
+  environ = os.environ if environ is None else environ
+  job = Launch(options, out or sys.stdout, err or sys.stderr)
   previous = {}
   if handle_signals:
     previous = {sig: signal.signal(sig, job.on_signal) for sig in FORWARDED_SIGNALS}

@@ -167,6 +167,11 @@ def test_usage_errors_exit_2_without_starting_anything(capsys):
   assert "error: expected a command after `--`" in capsys.readouterr().err
 
 
+def test_a_command_that_cannot_start_exits_127(capsys):
+  assert launch_local.main(["--processes=2", "--", "/nonexistent/steptool-command"]) == 127
+  assert "could not start '/nonexistent/steptool-command'" in capsys.readouterr().err
+
+
 def test_process_environment_sets_the_variables_jax_and_the_trainer_read():
   env = process_environment({"HOME": "/h", "JAX_PLATFORMS": "tpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "mpi"},
                             process_id=1, num_processes=3, devices_per_process=4, coordinator="127.0.0.1:1234")
