@@ -18,6 +18,8 @@
 # its share of every batch, and process 0 writes metrics. Checkpoints are written by all
 # hosts into WORKDIR, which must be the same shared directory for all of them (the bucket).
 # A preempted VM gets SIGTERM: the run saves a checkpoint and exits 0; `run` again resumes.
+# The same processes on one machine, one per "host", CPU devices standing in for chips:
+#   python -m steptool_jax.launch_local --processes=2 --devices_per_process=4 -- python -m steptool_jax.train ...
 set -euo pipefail
 
 TPU_NAME=${TPU_NAME:-steptool}

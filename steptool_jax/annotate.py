@@ -18,9 +18,12 @@ registry, so another annotator (an LLM judge) is one more entry, not a rewrite:
 
 A method may return a dict of extra counts from its generator; they join the printed counts.
 
-Exit status: 0 when every trajectory was annotated; 2 for bad input or flags (nothing is
-written); 3 when the judge failed on some trajectories: the TSV holds the others, the
-failures are listed on stderr and in the printed counts, and a rerun asks only for them.
+Exit status: 0 when every trajectory was annotated; 2 for bad input or flags, or an output
+that cannot be written (nothing is written; an existing output is left as it was); 3 when
+the judge failed on some trajectories: the TSV holds the others, the failures are listed on
+stderr and in the printed counts, and a rerun asks only for them. The output is checked
+before anything is read or asked (its directory exists and is writable, it is not one of
+the input files) and replaced atomically at the end.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from typing import Any, Callable, Generator, Iterator, Sequence
@@ -62,6 +66,38 @@ class AnnotateOptions:
   gold: str | None = None
   skip_invalid: bool = False
   judge: JudgeSettings | None = None
+
+
+def check_options(options: AnnotateOptions) -> None:
+  """Raises ValueError (naming the flag) for option values no method can use."""
+  if not (math.isfinite(options.alpha) and options.alpha >= 0):
+    raise ValueError(f"--alpha: expected a finite number >= 0 (the weight of SuccCalling against Contribution),"
+                     f" found {options.alpha!r}")
+  if not (math.isfinite(options.threshold) and 0 <= options.threshold <= 1):
+    raise ValueError(f"--threshold: expected a fraction in [0, 1] (the LCS coverage for Contribution 1),"
+                     f" found {options.threshold!r}")
+
+
+def check_output_path(output: str, inputs: dict[str, str | None]) -> None:
+  """Raises ValueError unless `output` can be written and is none of the `inputs` (flag -> path).
+
+  Checked before any work, so a typo in --output costs nothing and never replaces an input.
+  """
+  if not output:
+    raise ValueError("--output: expected a file path, found an empty string")
+  directory = os.path.dirname(os.path.abspath(output))
+  if not os.path.exists(directory):
+    raise ValueError(f"--output: expected a file in an existing directory, found no directory {directory}")
+  if not os.path.isdir(directory):
+    raise ValueError(f"--output: expected a file in an existing directory, found {directory} is not a directory")
+  if os.path.isdir(output):
+    raise ValueError(f"--output: expected a file path, found the directory {output}")
+  if not os.access(directory, os.W_OK | os.X_OK):
+    raise ValueError(f"--output: expected a writable directory, found {directory} not writable")
+  for flag, path in inputs.items():
+    if path and os.path.exists(output) and os.path.exists(path) and os.path.samefile(output, path):
+      raise ValueError(f"--output: expected a file other than the input, found the same file as {flag} ({path});"
+                       " writing it would replace the input")
 
 
 Annotated = tuple[Trajectory, tuple[float, ...]]
@@ -156,6 +192,14 @@ def annotate(input_path: str, output_path: str, *, template: str, method: str = 
   """Annotates `input_path` and writes the step-grained TSV; returns the counts."""
   if method not in METHODS:
     raise ValueError(f"method: expected one of {', '.join(METHODS)}, found {method!r}")
+  check_options(options)
+  judge = options.judge
+  check_output_path(output_path, {"--input": input_path, "--annotations": options.annotations, "--gold": options.gold,
+                                  "--judge-prompt": judge.prompt_path if judge else None,
+                                  "--judge-cache": judge.cache_path if judge else None})
+  if judge is not None and judge.cache_path:
+    check_output_path(judge.cache_path, {"--input": input_path, "--annotations": options.annotations,
+                                         "--gold": options.gold, "--judge-prompt": judge.prompt_path})
   errors = [] if errors is None else errors
   empty = 0
   method_counts: dict[str, Any] = {}
@@ -172,13 +216,7 @@ def annotate(input_path: str, output_path: str, *, template: str, method: str = 
       prompts, responses = render_steps(trajectory, template, system_prompt=system_prompt)
       yield StepGrainedRow(prompts, responses, rewards)
 
-  partial = f"{output_path}.partial"  # a failed run leaves no half-written output behind
-  try:
-    written = write_step_grained_tsv(partial, rows())
-    os.replace(partial, output_path)
-  finally:
-    if os.path.exists(partial):
-      os.remove(partial)
+  written = write_step_grained_tsv(output_path, rows())  # atomic: a failed run leaves the old output
   return {"rows": written, "invalid_rows": len(errors), "empty_trajectories": empty, **method_counts}
 
 
@@ -212,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_BAD_INPUT
   except (ValueError, KeyError) as e:
     print(f"error: {e}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+  except OSError as e:  # the output (or the judge cache) could not be written after all: disk full, ...
+    print(f"error: {e.filename or args.output}: could not write: {e.strerror or e}", file=sys.stderr)
     return EXIT_BAD_INPUT
   for error in errors:
     print(error.format(), file=sys.stderr)

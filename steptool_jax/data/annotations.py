@@ -10,32 +10,38 @@ Layout of one record (query id -> record):
      "is_solved": {"0": "AnswerStatus.Solved", "1": ...}}
 
 `answer_steps` are the intermediate steps (Finish excluded); each judge run scores
-every one of them. The step dicts are Python literals (single-quoted), parsed with
-`ast.literal_eval`. Tool responses in this file are often cut with `...` by the judge
-prompt; they are kept as written.
+every one of them. The step dicts are Python literals (single-quoted), parsed by
+`literals.parse_literal` (linear in their size, a key given twice is an error). Tool
+responses in this file are often cut with `...` by the judge prompt; they are kept as
+written. Judge-run keys are canonical decimals (`"0"`, `"1"`, ...: no sign, no leading
+zero), so two keys can never name the same run; scores are integers (a bool is not one).
 """
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 from typing import Any, Iterator
 
-from steptool_jax.data.errors import DataError, describe
-from steptool_jax.data.files import keep_valid, load_json_object
+from steptool_jax.data.errors import DataError, describe, short_repr
+from steptool_jax.data.files import keep_valid, load_json_records
+from steptool_jax.data.literals import LiteralError, parse_literal
 from steptool_jax.data.records import AnswerStatus, JudgeRun, RewardAnnotation, ToolCall, ToolSpec, Trajectory
 
 _EXPECTED_FILE = "judge reward annotations (query id -> {answer_steps, process_reward, is_solved, ...})"
-_STEP = re.compile(r"\s*Step\s+(\d+)\s*:\s*(.*)", re.DOTALL)
+_STEP = re.compile(r"\s*Step\s+([0-9]+)\s*:\s*(.*)", re.DOTALL)
+_RUN_KEY = re.compile(r"0|[1-9][0-9]{0,8}")
 _FINAL_STEP = re.compile(r"\s*Final step\s*:\s*(.*)", re.DOTALL)
 MAX_CONTRIBUTION = 5
 
 
 def iter_reward_annotations(path: str | os.PathLike[str]) -> Iterator[RewardAnnotation | DataError]:
   """Each query's annotation, or the `DataError` saying why its record is bad."""
-  data = load_json_object(path, expected=_EXPECTED_FILE)
+  data, bad = load_json_records(path, expected=_EXPECTED_FILE)
   for query_id, record in data.items():
+    if query_id in bad:
+      yield bad[query_id]
+      continue
     try:
       yield parse_reward_annotation(path, query_id, record)
     except DataError as e:
@@ -82,8 +88,10 @@ def _parse_step(path: str | os.PathLike[str], query_id: str, index: int, text: A
   match = _STEP.fullmatch(text) if isinstance(text, str) else None
   if match is None:
     raise DataError(path, query_id, field, f"expected 'Step {index + 1}: {{...}}', found {describe(text)}")
-  if int(match.group(1)) != index + 1:
-    raise DataError(path, query_id, field, f"expected step number {index + 1}, found {match.group(1)}")
+  number = match.group(1).lstrip("0")
+  if number != str(index + 1):  # compared as text: a number of any length is no crash
+    found = number if len(number) <= 20 else f"a number of {len(number):,} digits"
+    raise DataError(path, query_id, field, f"expected step number {index + 1}, found {found or 0}")
   return _parse_call_literal(path, query_id, field, match.group(2))
 
 
@@ -98,10 +106,10 @@ def _parse_final_step(path: str | os.PathLike[str], query_id: str, text: Any) ->
 
 def _parse_call_literal(path: str | os.PathLike[str], query_id: str, field: str, text: str) -> ToolCall:
   try:
-    value = ast.literal_eval(text.strip())
-  except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+    value = parse_literal(text)
+  except LiteralError as e:
     raise DataError(path, query_id, field, f"expected a Python-literal dict {{'name', 'arguments', 'response'}},"
-                    f" found unparseable text {describe(text)}") from None
+                    f" {e}") from None
   if not isinstance(value, dict):
     raise DataError(path, query_id, field, f"expected a dict {{'name', 'arguments', 'response'}},"
                     f" found {describe(value)}")
@@ -126,11 +134,11 @@ def _indexed_runs(path: str | os.PathLike[str], query_id: str, field: str, value
                     f" found {describe(value)}")
   runs = {}
   for key, run in value.items():
-    try:
-      runs[int(key)] = run
-    except ValueError:
-      raise DataError(path, query_id, f"{field}.{key}", "expected a judge-run number as key,"
-                      f" found {describe(key)}") from None
+    if not _RUN_KEY.fullmatch(key):  # canonical only: "0" and "00" would be the same run
+      shown = key if len(key) <= 30 and key.isprintable() and key.strip() == key else short_repr(key, 30)
+      raise DataError(path, query_id, f"{field}.{shown}", "expected a judge-run number as key"
+                      f" ('0', '1', ...: no sign, spaces or leading zeros), found {describe(key)}")
+    runs[int(key)] = run
   return dict(sorted(runs.items()))
 
 
@@ -173,7 +181,9 @@ def _scores(path: str | os.PathLike[str], query_id: str, field: str, values: Any
                     f" found {len(values)}")
   scores = []
   for i, value in enumerate(values):
-    integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    # bool is an int in Python; true/false is not a score.
+    integral = (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and value.is_integer())
     if not integral or not 0 <= value <= high:
       raise DataError(path, query_id, f"{field}[{i}]", f"expected an integer 0..{high}, found {describe(value)}")
     scores.append(int(value))

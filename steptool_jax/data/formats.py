@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 
 from steptool_jax.data.annotations import iter_reward_annotations
 from steptool_jax.data.errors import DataError
-from steptool_jax.data.files import load_json_object, read_utf8_text
+from steptool_jax.data.files import load_json_records, read_utf8_text
 from steptool_jax.data.sft import iter_sft_conversations
 from steptool_jax.data.toolbench import iter_converted_answers
 from steptool_jax.data.tsv import iter_step_grained_tsv
@@ -42,7 +42,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
       return "tsv"
     raise DataError(path, None, "file", "expected a step-grained TSV or a JSON object, found neither"
                     " (pass --format)")
-  data = load_json_object(path, expected="a StepTool JSON data file")
+  data, _ = load_json_records(path, expected="a StepTool JSON data file")  # repeated keys: the reader's to report
   first = next(iter(data.values()), None)
   if isinstance(first, dict):
     for key, fmt in _JSON_MARKERS:

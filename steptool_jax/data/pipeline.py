@@ -24,6 +24,7 @@ import datasets
 import numpy as np
 
 from steptool_jax.data.errors import DataError
+from steptool_jax.data.files import atomic_write, open_regular_file
 from steptool_jax.data.render import chat_format
 from steptool_jax.data.sft import iter_sft_conversations
 from steptool_jax.data.tokenize import tokenize_conversation, tokenize_rows
@@ -106,8 +107,9 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 
 def file_fingerprint(path: str | os.PathLike[str]) -> str:
+  """sha256 of the file's bytes; a FIFO or a device is a DataError (hashing /dev/zero never ends)."""
   digest = hashlib.sha256()
-  with open(path, "rb") as f:
+  with open_regular_file(path, expected="a data file") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
   return digest.hexdigest()
@@ -143,7 +145,8 @@ def _cached(path: str | os.PathLike[str], tokenizer: Any, *, kind: str, options:
         chunk = []
     if chunk:
       yield from tokenize(chunk)
-    invalid_file.write_text(json.dumps(invalid, indent=1), encoding="utf-8")
+    with atomic_write(invalid_file, "w", encoding="utf-8") as f:  # a torn file would break every cache hit
+      f.write(json.dumps(invalid, indent=1))
     finished = True
 
   try:

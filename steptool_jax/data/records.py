@@ -14,6 +14,8 @@ import enum
 import json
 from typing import Any, Mapping
 
+from steptool_jax.data.errors import describe, short_repr
+
 FINISH = "Finish"
 GIVE_ANSWER = "give_answer"
 GIVE_UP = "give_up_and_restart"
@@ -39,7 +41,7 @@ class AnswerStatus(enum.Enum):
       ValueError: for anything else (callers wrap it into a `DataError`).
     """
     if not isinstance(text, str):
-      raise ValueError(f"expected a string status, found {type(text).__name__} {text!r}")
+      raise ValueError(f"expected a string status, found {describe(text)}")
     name = text.strip()
     if name.startswith("AnswerStatus."):
       name = name[len("AnswerStatus."):]
@@ -48,7 +50,7 @@ class AnswerStatus(enum.Enum):
         return status
     raise ValueError(
         f"expected one of Solved, Unsure, Unsolved (optionally prefixed by"
-        f" 'AnswerStatus.'), found {text!r}")
+        f" 'AnswerStatus.'), found {short_repr(text)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import os
 from typing import Any, Iterator
 
 from steptool_jax.data.errors import DataError, describe
-from steptool_jax.data.files import keep_valid, load_json_object
+from steptool_jax.data.files import keep_valid, load_json_records
 from steptool_jax.data.records import ROLES, Conversation, Turn
 
 _EXPECTED_FILE = "SFT conversations (query id -> {cnt, instances: [{id, conversations}]})"
@@ -21,9 +21,15 @@ _EXPECTED_FILE = "SFT conversations (query id -> {cnt, instances: [{id, conversa
 def iter_sft_conversations(path: str | os.PathLike[str]) -> Iterator[Conversation | DataError]:
   """Every instance of every query, or the `DataError` saying why it is bad (the row is
   the query id, the field names the instance)."""
-  data = load_json_object(path, expected=_EXPECTED_FILE)
+  data, bad = load_json_records(path, expected=_EXPECTED_FILE)
   for query_id, record in data.items():
-    instances = record.get("instances") if isinstance(record, dict) else None
+    if query_id in bad:
+      yield bad[query_id]
+      continue
+    if not isinstance(record, dict):
+      yield DataError(path, query_id, "", f"expected an object {{cnt, instances}}, found {describe(record)}")
+      continue
+    instances = record.get("instances")
     if not isinstance(instances, list):
       yield DataError(path, query_id, "instances", f"expected a list of {{id, conversations}},"
                       f" found {describe(instances)}")
@@ -67,4 +73,6 @@ def parse_instance(path: str | os.PathLike[str], query_id: str, field: str, inst
   if not any(turn.role == "assistant" for turn in turns):
     raise DataError(path, query_id, f"{field}.conversations", "expected at least one assistant turn, found none")
   instance_id = instance.get("id", "")
+  if isinstance(instance_id, bool) or not isinstance(instance_id, (str, int)):
+    raise DataError(path, query_id, f"{field}.id", f"expected a string (or integer) id, found {describe(instance_id)}")
   return Conversation(id=str(instance_id), query_id=str(query_id), turns=tuple(turns))

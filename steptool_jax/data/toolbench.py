@@ -12,6 +12,14 @@ Tool nodes carry `{"name", "arguments", "response"}`; an assistant node, when pr
 carries the free-text thought of the tool call that follows it; the last tool node
 is `Finish`. The reader follows the chain of `next` nodes from the root.
 
+The chain is followed in a loop and written by `jsonio.iter_encode`, so its length is not
+limited by Python's recursion limit (an answer nests two JSON levels per node; the reader
+takes up to `MAX_JSON_DEPTH` levels, about 25,000 steps with thoughts). Nodes nested
+deeper than `INDENT_DEPTH` are written on one line: indenting them would cost the depth in
+spaces on every line (a file quadratic in the chain length); shallower files are exactly
+`json.dump(..., indent=2)`'s bytes. Values that are not the chain (tool parameters, call
+arguments given as JSON objects) may nest at most `MAX_VALUE_DEPTH` levels.
+
 A branching tree (a node with more than one `next`) is a search tree, not one
 trajectory: which path to train on is a decision the data does not record, so the
 reader rejects it with a `DataError` naming the node instead of guessing a path.
@@ -26,17 +34,29 @@ import os
 from typing import Any, Iterable, Iterator, Mapping
 
 from steptool_jax.data.errors import DataError, describe
-from steptool_jax.data.files import keep_valid, load_json_object
+from steptool_jax.data.files import atomic_write, keep_valid, load_json_records
+from steptool_jax.data.jsonio import MAX_JSON_DEPTH, iter_encode
 from steptool_jax.data.records import FINISH, ToolCall, ToolSpec, Trajectory
 
 _EXPECTED_FILE = "ToolBench converted answers (query id -> {query, available_tools, answer})"
+# Containers nested deeper are written on one line: beyond about 500 answer nodes (250 steps
+# with thoughts). `json.dump` could not write deeper files at all (recursion limit), so every
+# file it could write is written byte for byte as before; the indentation costs at most
+# 2,000 spaces a line.
+INDENT_DEPTH = 1000
+# Deepest tool parameters or call arguments: they are later serialised by `json.dumps`,
+# which recurses; real JSON schemas nest a handful of levels.
+MAX_VALUE_DEPTH = 64
 
 
 def iter_converted_answers(path: str | os.PathLike[str]) -> Iterator[Trajectory | DataError]:
   """Each query's trajectory, or the `DataError` saying why its record is bad (the
   row is the query id)."""
-  data = load_json_object(path, expected=_EXPECTED_FILE)
+  data, bad = load_json_records(path, expected=_EXPECTED_FILE)
   for query_id, record in data.items():
+    if query_id in bad:
+      yield bad[query_id]
+      continue
     try:
       yield parse_converted_answer(path, query_id, record)
     except DataError as e:
@@ -50,14 +70,24 @@ def read_converted_answers(path: str | os.PathLike[str], *, skip_invalid: bool =
 
 
 def write_converted_answers(path: str | os.PathLike[str], trajectories: Iterable[Trajectory]) -> int:
-  """Writes the same JSON layout the reader accepts (round trip); returns the count."""
+  """Writes the same JSON layout the reader accepts (round trip), atomically; returns the count.
+
+  Raises:
+    ValueError: two trajectories share a query id, or one is too long for the reader.
+  """
   data = {}
   for trajectory in trajectories:
     if trajectory.query_id in data:
       raise ValueError(f"duplicate query id {trajectory.query_id!r}: the file is keyed by query id")
-    data[trajectory.query_id] = converted_answer_record(trajectory)
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(data, f, ensure_ascii=False, indent=2)
+    record = converted_answer_record(trajectory)
+    depth = 2 * record["answer"]["total_steps"] + 5  # file, record, answer, details, 2 a node, message
+    if depth > MAX_JSON_DEPTH:
+      raise ValueError(f"query id {trajectory.query_id!r}: {record['answer']['total_steps']} answer nodes nest"
+                       f" {depth:,} JSON levels, more than the reader takes ({MAX_JSON_DEPTH:,})")
+    data[trajectory.query_id] = record
+  with atomic_write(path, "w", encoding="utf-8") as f:
+    for chunk in iter_encode(data, ensure_ascii=False, indent=2, indent_depth=INDENT_DEPTH):
+      f.write(chunk)
     f.write("\n")
   return len(data)
 
@@ -132,6 +162,7 @@ def parse_tool(path: str | os.PathLike[str], query_id: str, field: str, tool: An
   if not isinstance(parameters, dict):
     raise DataError(path, query_id, f"{field}.function.parameters",
                     f"expected a JSON-schema object, found {describe(parameters)}")
+  _check_depth(path, query_id, f"{field}.function.parameters", parameters)
   return ToolSpec(name=name, description=description, parameters=parameters)
 
 
@@ -194,6 +225,7 @@ def _as_text(path: str | os.PathLike[str], query_id: str, field: str, value: Any
   if isinstance(value, str):
     return value
   if isinstance(value, (dict, list)):
+    _check_depth(path, query_id, field, value)
     return json.dumps(value, ensure_ascii=False)
   raise DataError(path, query_id, field, f"expected a string (or JSON object), found {describe(value)}")
 
@@ -206,3 +238,14 @@ def _require(path: str | os.PathLike[str], query_id: str, record: Mapping[str, A
   if not isinstance(value, kind):
     raise DataError(path, query_id, key, f"expected a {kind.__name__}, found {describe(value)}")
   return value
+
+
+def _check_depth(path: str | os.PathLike[str], query_id: str, field: str, value: Any) -> None:
+  """Raises unless `value` nests at most `MAX_VALUE_DEPTH` containers (checked without recursion)."""
+  level = [value]
+  for _ in range(MAX_VALUE_DEPTH):
+    level = [child for item in level if isinstance(item, (dict, list))
+             for child in (item.values() if isinstance(item, dict) else item)]
+    if not level:
+      return
+  raise DataError(path, query_id, field, f"expected JSON nested at most {MAX_VALUE_DEPTH} levels, found deeper")

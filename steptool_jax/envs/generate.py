@@ -14,7 +14,8 @@ one through the episode API, judges every episode by rules and writes, per split
   summary.json                    the configuration, counts, pass rates, tool recall
 
 All of it is a pure function of the configuration (same seed -> same bytes, except the
-timing in summary.json).
+timing in summary.json). Every file is written atomically (`data.files.atomic_write`): a
+failed or killed run leaves each file either as it was or complete, never torn.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 from typing import Any, Iterable, Sequence
 
 from steptool_jax.data import render
+from steptool_jax.data.files import atomic_write
 from steptool_jax.data.records import Conversation, StepGrainedRow, Trajectory
 from steptool_jax.data.toolbench import write_converted_answers
 from steptool_jax.data.tsv import write_step_grained_tsv
@@ -100,7 +102,7 @@ def _system_prompt(example: Example) -> str:
 
 def _write_jsonl(path: pathlib.Path, records: Iterable[Any]) -> int:
   count = 0
-  with open(path, "w", encoding="utf-8") as f:
+  with atomic_write(path, "w", encoding="utf-8") as f:
     for record in records:
       f.write(json.dumps(record, ensure_ascii=False) + "\n")
       count += 1
@@ -115,7 +117,7 @@ def write_sft_conversations(path: pathlib.Path, conversations: Sequence[Conversa
           "id": conversation.id,
           "conversations": [{"from": turn.role, "value": turn.content} for turn in conversation.turns]}]}
       for conversation in conversations}
-  with open(path, "w", encoding="utf-8") as f:
+  with atomic_write(path, "w", encoding="utf-8") as f:
     json.dump(data, f, ensure_ascii=False, indent=1)
   return len(data)
 
@@ -166,6 +168,6 @@ def generate(out_dir: str | pathlib.Path, config: GenerateConfig) -> dict[str, A
     from steptool_jax.envs import tfds_builder  # pylint: disable=import-outside-toplevel
     summary["tfds_dir"] = str(tfds_builder.build(out))
   summary["seconds"] = round(time.perf_counter() - start, 3)
-  with open(out / "summary.json", "w", encoding="utf-8") as f:
+  with atomic_write(out / "summary.json", "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=1)
   return summary

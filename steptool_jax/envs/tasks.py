@@ -17,10 +17,15 @@ an entity they never saw, such as a small model trained from scratch.
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from steptool_jax.data.errors import DataError, describe
+from steptool_jax.data.files import read_utf8_text
+from steptool_jax.data.jsonio import JSONDepthError, loads_checked
 from steptool_jax.data.records import ToolSpec
+from steptool_jax.data.toolbench import parse_tool
 from steptool_jax.envs import calculator, units
 from steptool_jax.envs.tables import DAYS, Tables, load_tables
 from steptool_jax.envs.tools import FINISH_SPEC, TOOLS, convert_money, exchange_rate
@@ -478,3 +483,52 @@ def generate_tasks(num_tasks: int, seed: int, *, validation_fraction: float = 0.
           relevant_tools=template.relevant_tools, tools=_tool_set(rng, template.relevant_tools)))
       made += 1
   return {split: tuple(tasks) for split, tasks in splits.items()}
+
+
+def read_tasks(path: str | os.PathLike[str]) -> list[Task]:
+  """The tasks of a `tasks/{split}.jsonl` file (one `Task.to_json` object a line), checked.
+
+  Total like the data readers: any bytes give the tasks or a `DataError` naming the line
+  (the row) and the field; a task id given twice, or a key twice within a line, is an
+  error (an evaluation would count that task twice, or read only one of the values).
+
+  Raises:
+    DataError: the first bad line (there is no skipping: an evaluation runs on all or none).
+  """
+  text = read_utf8_text(path, expected="tasks (one JSON object a line)")
+  tasks: list[Task] = []
+  seen: dict[str, int] = {}
+  for number, line in enumerate(text.split("\n"), start=1):
+    if not line.strip():
+      continue
+    try:
+      data, duplicates = loads_checked(line, max_depth=64)
+    except (ValueError, JSONDepthError) as e:  # JSONDecodeError, too deep, too many digits
+      raise DataError(path, number, "line", f"expected a JSON object, found {e}") from None
+    if duplicates:
+      raise DataError(path, number, duplicates[0].key, f"expected each key once, found it {duplicates[0].count} times")
+    if not isinstance(data, dict):
+      raise DataError(path, number, "line", f"expected a task object, found {describe(data)}")
+
+    def field(name: str, kind: type, *, of: type | None = None) -> Any:
+      value = data.get(name)
+      if not isinstance(value, kind) or (of is not None and not all(isinstance(v, of) for v in value)):
+        expected = f"a list of {of.__name__}" if of is not None else f"a {kind.__name__}"
+        raise DataError(path, number, name, f"expected {expected}, found {describe(value)}")
+      return value
+
+    task_id = field("task_id", str)
+    if task_id in seen:
+      raise DataError(path, number, "task_id", f"expected each task id once, found {task_id!r} also on line"
+                      f" {seen[task_id]}")
+    seen[task_id] = number
+    choices = {"split": SPLITS, "generalization": (SEEN, UNSEEN_ENTITIES, UNSEEN_TEMPLATES), "template": TEMPLATES}
+    for name, allowed in choices.items():
+      if field(name, str) not in allowed:
+        raise DataError(path, number, name, f"expected one of {', '.join(allowed)}, found {describe(data[name])}")
+    tools = tuple(parse_tool(path, number, f"tools[{i}]", tool) for i, tool in enumerate(field("tools", list)))
+    tasks.append(Task(task_id=task_id, split=data["split"], generalization=data["generalization"],
+                      template=data["template"], query=field("query", str), params=dict(field("params", dict)),
+                      gold_facts=tuple(field("gold_facts", list, of=str)),
+                      relevant_tools=tuple(field("relevant_tools", list, of=str)), tools=tools))
+  return tasks

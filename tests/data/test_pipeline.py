@@ -1,5 +1,6 @@
 """Cached tokenised datasets: same arrays as the direct path, no re-tokenising on a re-run."""
 
+import os
 import shutil
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from steptool_jax.data import pipeline
 from steptool_jax.data.batching import collate_step_grained, iterate_batches, length_buckets
+from steptool_jax.data.errors import DataError
 from steptool_jax.data.sft import read_sft_conversations
 from steptool_jax.data.tokenize import tokenize_conversation, tokenize_rows
 from steptool_jax.data.tsv import read_step_grained_tsv
@@ -115,3 +117,11 @@ def test_file_without_valid_rows_gives_an_empty_dataset(tmp_path):
                                                    skip_invalid=True, **OPTIONS)
   assert len(result.dataset) == 0
   assert (result.counters["rows"], result.counters["invalid_rows"]) == (0, 1)
+
+
+def test_the_dataset_cache_refuses_a_fifo_before_hashing_it(tmp_path):
+  fifo = tmp_path / "pipe.tsv"
+  os.mkfifo(fifo)
+  for path in (fifo, "/dev/zero"):  # one would block, the other never end
+    with pytest.raises(DataError, match="expected a regular file holding a data file"):
+      pipeline.file_fingerprint(path)

@@ -22,6 +22,7 @@ import json
 import os
 from typing import Any, Mapping
 
+from steptool_jax.data.files import read_regular_file
 from steptool_jax.data.records import JudgeRun
 from steptool_jax.rewards.judge.schema import JudgeOutputError, judge_run_from_arguments
 
@@ -56,8 +57,7 @@ class RunCache:
       return
     needs_newline = False
     if os.path.exists(self.path):
-      with open(self.path, "rb") as f:
-        data = f.read()
+      data = read_regular_file(self.path, expected="a judge cache (JSON lines)")  # a FIFO would block
       needs_newline = bool(data) and not data.endswith(b"\n")
       for line in data.decode("utf-8", errors="replace").splitlines():
         if line.strip():
@@ -71,11 +71,11 @@ class RunCache:
     try:
       record = json.loads(line)
       key, run = record["key"], record["run"]
-      if not isinstance(key, str) or not isinstance(run, int):
+      if not isinstance(key, str) or not isinstance(run, int) or isinstance(run, bool):
         raise TypeError(key, run)
       num_steps = len(record["succeed_tool_calling"])
       self._runs[(key, run)] = judge_run_from_arguments(record, num_steps)
-    except (json.JSONDecodeError, KeyError, TypeError, JudgeOutputError):
+    except (ValueError, KeyError, TypeError, RecursionError, JudgeOutputError):  # ValueError: JSON, huge integers
       self.unreadable_lines += 1
 
   def __len__(self) -> int:

@@ -1,7 +1,11 @@
 """The on-disk cache of finished judge runs."""
 
 import json
+import os
 
+import pytest
+
+from steptool_jax.data.errors import DataError
 from steptool_jax.data.records import AnswerStatus, JudgeRun
 from steptool_jax.rewards.judge.cache import RunCache, request_key
 
@@ -59,3 +63,24 @@ def test_no_path_keeps_runs_in_memory(tmp_path):
     cache.put("k", 0, "7", RUN)
     assert cache.get("k", 0) == RUN
   assert list(tmp_path.iterdir()) == []
+
+
+def test_hostile_lines_are_counted_not_fatal(tmp_path):
+  path = tmp_path / "cache.jsonl"
+  key = request_key("7", BODY)
+  with RunCache(path) as cache:
+    cache.put(key, 0, "7", RUN)
+  good = json.loads(path.read_text())
+  with open(path, "a", encoding="utf-8") as f:
+    f.write(json.dumps({**good, "run": True}) + "\n")  # a bool is not run 1
+    f.write("[" * 5000 + "]" * 5000 + "\n")  # deeper than json.loads recurses
+    f.write('{"key": "k", "run": ' + "9" * 5000 + "}\n")  # more digits than Python converts
+  with RunCache(path) as cache:
+    assert cache.unreadable_lines == 3 and len(cache) == 1 and cache.get(key, 1) is None
+
+
+def test_a_fifo_as_cache_is_refused_without_blocking(tmp_path):
+  path = tmp_path / "cache.jsonl"
+  os.mkfifo(path)
+  with pytest.raises(DataError, match="found a FIFO"):
+    RunCache(path)
