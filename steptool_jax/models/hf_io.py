@@ -23,7 +23,7 @@ import math
 import os
 import pathlib
 import shutil
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import flax
 import jax
@@ -164,17 +164,38 @@ def weight_files(path: str | os.PathLike[str]) -> dict[str, pathlib.Path]:
     return {name: single for name in f.keys()}
 
 
+class TensorSource(Protocol):
+  """Where `load_params` reads tensors from, by their HF names (a safetensors checkpoint, a GGUF file).
+
+  `get_slice(name)` returns an object with `get_shape()` (the HF shape) and numpy indexing
+  by a tuple of slices over the HF axes (only the indexed block is read); it raises a
+  `DataError` for a tensor the source does not have. `where(name)` is the file and the
+  source's own name of that tensor, for error messages; `metadata` names what the expected
+  shapes were derived from (`config.json`).
+  """
+
+  metadata: str
+
+  def get_slice(self, name: str) -> Any: ...
+
+  def where(self, name: str) -> tuple[pathlib.Path, str]: ...
+
+
 class _Shards:
   """Lazily opened safetensors files; slices are materialised on the host CPU."""
 
-  def __init__(self, stack: contextlib.ExitStack, files: Mapping[str, pathlib.Path]):
-    self._stack, self._files, self._open = stack, files, {}
+  metadata = "config.json"
+
+  def __init__(self, stack: contextlib.ExitStack, path: str | os.PathLike[str], files: Mapping[str, pathlib.Path]):
+    self._stack, self._path, self._files, self._open = stack, path, files, {}
     self._cpu = jax.local_devices(backend="cpu")[0]
 
-  def file_of(self, name: str) -> pathlib.Path:
-    return self._files[name]
+  def where(self, name: str) -> tuple[pathlib.Path, str]:
+    return self._files[name], name
 
   def get_slice(self, name: str) -> Any:
+    if name not in self._files:
+      raise DataError(self._path, None, name, "tensor missing from the checkpoint")
     file = self._files[name]
     if file not in self._open:
       # framework="flax" reads bfloat16 too (numpy has no bf16); the CPU default device keeps
@@ -196,7 +217,7 @@ class _HostSlice:
       return np.asarray(self._slice[index])
 
 
-def _callback(tensor: Any, tmap: TensorMap, full_shape: tuple[int, ...], dtype: Any
+def _callback(tensor: Callable[[str], Any], tmap: TensorMap, full_shape: tuple[int, ...], dtype: Any
               ) -> Callable[[tuple[slice, ...]], np.ndarray]:
   layer_shape = full_shape[1:] if tmap.stacked else full_shape
   seen: dict[tuple[tuple[int, int, int], ...], np.ndarray] = {}
@@ -217,9 +238,8 @@ def _callback(tensor: Any, tmap: TensorMap, full_shape: tuple[int, ...], dtype: 
   return fetch
 
 
-def load_hf_params(path: str | os.PathLike[str], config: ModelConfig, *, dtype: Any = None,
-                   shardings: Any = None) -> Any:
-  """Base params of `config` from the safetensors under `path`, placed with `shardings`.
+def load_params(source: TensorSource, config: ModelConfig, *, dtype: Any = None, shardings: Any = None) -> Any:
+  """Base params of `config` read from `source`, each placed straight into its sharding.
 
   `shardings` is a tree like the params (e.g. from `parallel.logical_to_shardings`); None
   puts everything on the first device. `dtype` defaults to `config.param_dtype`.
@@ -229,31 +249,30 @@ def load_hf_params(path: str | os.PathLike[str], config: ModelConfig, *, dtype: 
   flat_shardings = (flax.traverse_util.flatten_dict(flax.core.unfreeze(shardings))
                     if shardings is not None else {})
   default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  files = weight_files(path)
   out: dict[tuple[str, ...], jax.Array] = {}
-  with contextlib.ExitStack() as stack:
-    shards = _Shards(stack, files)
-
-    def tensor(name: str) -> Any:
-      if name not in files:
-        raise DataError(path, None, name, "tensor missing from the checkpoint")
-      return shards.get_slice(name)
-
-    for tmap in tensor_maps(config):
-      full_shape = tuple(abstract[tmap.path].shape)
-      expected = hf_shape(full_shape[1:] if tmap.stacked else full_shape, tmap)
-      first = tmap.hf_name.format(layer=0)
-      found = tensor(first).get_shape()
-      if found != expected:
-        raise DataError(shards.file_of(first), None, first,
-                        f"expected shape {list(expected)} from config.json, found {list(found)}")
-      sharding = flat_shardings.get(tmap.path, default)
-      out[tmap.path] = jax.make_array_from_callback(
-          full_shape, sharding, _callback(tensor, tmap, full_shape, dtype))
+  for tmap in tensor_maps(config):
+    full_shape = tuple(abstract[tmap.path].shape)
+    expected = hf_shape(full_shape[1:] if tmap.stacked else full_shape, tmap)
+    first = tmap.hf_name.format(layer=0)
+    found = source.get_slice(first).get_shape()
+    if found != expected:
+      file, name = source.where(first)
+      raise DataError(file, None, name, f"expected shape {list(expected)} from {source.metadata}, found {list(found)}")
+    sharding = flat_shardings.get(tmap.path, default)
+    out[tmap.path] = jax.make_array_from_callback(
+        full_shape, sharding, _callback(source.get_slice, tmap, full_shape, dtype))
   missing = set(abstract) - set(out)
   if missing:
     raise ValueError(f"no checkpoint mapping for params {sorted(missing)}")
   return flax.traverse_util.unflatten_dict(out)
+
+
+def load_hf_params(path: str | os.PathLike[str], config: ModelConfig, *, dtype: Any = None,
+                   shardings: Any = None) -> Any:
+  """Base params of `config` from the safetensors under `path`, placed with `shardings` (see `load_params`)."""
+  files = weight_files(path)
+  with contextlib.ExitStack() as stack:
+    return load_params(_Shards(stack, path, files), config, dtype=dtype, shardings=shardings)
 
 
 def load_value_head(path: str | os.PathLike[str]) -> dict[str, jax.Array] | None:

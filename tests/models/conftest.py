@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import pathlib
+from unittest import mock
 
 import pytest
 
@@ -76,3 +79,46 @@ def hf_model(request, hf_store) -> HFModel:
 @pytest.fixture(scope="session")
 def hf_llama(hf_store) -> HFModel:
   return hf_store("llama_linear")
+
+
+@pytest.fixture(scope="session")
+def smollm2_policy(smollm2_gguf):
+  """Our float32 import of the SmolLM2 GGUF, once per test process."""
+  from steptool_jax.models import load_pretrained  # noqa: PLC0415
+
+  return load_pretrained(smollm2_gguf, "float32")
+
+
+@contextlib.contextmanager
+def parsed_once(gguf_file: pathlib.Path):
+  """While transformers loads `gguf_file`: its metadata parsed once, gguf's tensor-name map built once.
+
+  transformers re-reads the metadata with `gguf.GGUFReader` twice per model load and once per
+  tokenizer, and builds `gguf.get_tensor_name_map` once per module (~400 times for SmolLM2):
+  most of its load time. Both are pure functions of the file, so the reader our import
+  already parsed, and one map per (arch, layers), are handed out instead.
+  """
+  import gguf  # noqa: PLC0415
+
+  from steptool_jax.models import gguf_io  # noqa: PLC0415
+
+  reader, original = gguf_io.open_gguf(gguf_file), gguf.GGUFReader
+  same_file = lambda path: pathlib.Path(path).resolve() == gguf_file.resolve()
+  with mock.patch.object(gguf, "GGUFReader", lambda path, *a, **k: reader if same_file(path) else original(path, *a, **k)), \
+      mock.patch.object(gguf, "get_tensor_name_map", functools.cache(gguf.get_tensor_name_map)):
+    yield
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf(smollm2_gguf):
+  """transformers' own GGUF loading of the same file (PyTorch, float32, eval mode), once per test process."""
+  torch = pytest.importorskip("torch")
+  pytest.importorskip("accelerate")
+  import transformers  # noqa: PLC0415
+
+  # One thread: under `pytest -n 2` on two cores, OpenMP's spinning threads made a 32-token
+  # `generate` ten times slower (81 s of CPU instead of 7).
+  torch.set_num_threads(1)
+  with parsed_once(smollm2_gguf):
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        smollm2_gguf.parent, gguf_file=smollm2_gguf.name, dtype=torch.float32).eval()
