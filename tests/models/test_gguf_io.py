@@ -82,6 +82,22 @@ def test_qwen2_keeps_its_row_order_and_biases(tmp_path):
     np.testing.assert_array_equal(ours[name], original, err_msg=name)
 
 
+@pytest.mark.torch
+@pytest.mark.parametrize("arch, tied", [("llama", False), ("qwen2", True)])
+def test_logits_equal_transformers_loading_the_same_file(tmp_path, arch, tied):
+  # transformers un-permutes Llama's Q/K with its own code: a second, independent reading of the file.
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  tiny = write_tiny_gguf(tmp_path / "m.gguf", arch=arch, qtype=T.Q8_0, tied=tied)
+  model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf", dtype=torch.float32).eval()
+  ids = np.random.default_rng(0).integers(0, tiny_gguf.VOCAB, (2, 12)).astype(np.int32)
+  with torch.no_grad():
+    ref = model(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+  ours = np.asarray(load_pretrained(tiny.path).logits(ids))
+  assert ref.std() > 0.3
+  np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+
+
 def test_config_comes_from_the_metadata(tmp_path):
   tiny = write_tiny_gguf(tmp_path / "m.gguf")
   config = read_model_config(tiny.path, param_dtype="bfloat16")
