@@ -44,3 +44,11 @@ def smollm2_tokenizer(smollm2_gguf):
   from steptool_jax.models.gguf_io import load_gguf_tokenizer  # noqa: PLC0415
 
   return load_gguf_tokenizer(smollm2_gguf)
+
+
+@pytest.fixture(scope="session")
+def smollm2_policy(smollm2_gguf):
+  """Our float32 import of the SmolLM2 GGUF, once per test process."""
+  from steptool_jax.models import load_pretrained  # noqa: PLC0415
+
+  return load_pretrained(smollm2_gguf, "float32")

@@ -3,7 +3,8 @@
 Import reads every tensor straight into its target sharding: `jax.make_array_from_callback`
 asks, per device, for the block of the global array that device holds, and the block is
 read from the safetensors file with `safe_open(...).get_slice` (only those bytes). No host
-ever holds a full copy of the model, let alone one per device.
+ever holds a full copy of the model, let alone one per device. `load_params` reads from any
+`TensorSource` (tensors by HF name, sliceable); `gguf_io` provides one over a GGUF file.
 
 Our kernels keep the head structure (`q_proj`: `[embed, heads, head_dim]`) where HF stores
 `[heads * head_dim, embed]`, and layers are stacked on a leading axis. `TensorMap` records,
@@ -227,10 +228,16 @@ def _callback(tensor: Callable[[str], Any], tmap: TensorMap, full_shape: tuple[i
     key = tuple(s.indices(n) for s, n in zip(index, full_shape))
     if key not in seen:  # replicas of a shard on several devices read it once
       if tmap.stacked:
+        # Filled layer by layer, so the host holds one layer in the stored dtype (float32 for
+        # dequantized GGUF) besides the block in the target dtype.
         layers = range(*index[0].indices(full_shape[0]))
-        blocks = [read_block(tensor(tmap.hf_name.format(layer=i)), tmap, layer_shape, index[1:])
-                  for i in layers]
-        seen[key] = np.stack(blocks).astype(dtype)
+        block = None
+        for j, i in enumerate(layers):
+          layer = read_block(tensor(tmap.hf_name.format(layer=i)), tmap, layer_shape, index[1:])
+          if block is None:
+            block = np.empty((len(layers), *layer.shape), dtype)
+          block[j] = layer
+        seen[key] = block
       else:
         seen[key] = read_block(tensor(tmap.hf_name), tmap, layer_shape, index).astype(dtype)
     return seen[key]

@@ -81,14 +81,6 @@ def hf_llama(hf_store) -> HFModel:
   return hf_store("llama_linear")
 
 
-@pytest.fixture(scope="session")
-def smollm2_policy(smollm2_gguf):
-  """Our float32 import of the SmolLM2 GGUF, once per test process."""
-  from steptool_jax.models import load_pretrained  # noqa: PLC0415
-
-  return load_pretrained(smollm2_gguf, "float32")
-
-
 @contextlib.contextmanager
 def parsed_once(gguf_file: pathlib.Path):
   """While transformers loads `gguf_file`: its metadata parsed once, gguf's tensor-name map built once.

@@ -15,6 +15,9 @@ from steptool_jax import export
 from steptool_jax.models import SamplingConfig, generate_with_policy, gguf_io, left_pad, load_pretrained, save_pretrained
 from tests.models.conftest import parsed_once
 
+# One worker runs every test that loads the 135M model (`--dist loadgroup`, setup.cfg): it loads once.
+pytestmark = pytest.mark.xdist_group("smollm2")
+
 STRINGS = [
     "Hello world!", "  leading spaces and trailing  ", "Weather in \"Paris\" on 2024-05-17? 12345 km/h",
     "café naïve 東京 🙂", "<|im_start|>user\nhi<|im_end|>\n", 'Action: get_weather\nAction Input: {"city": "Oslo"}',
