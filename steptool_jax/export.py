@@ -28,6 +28,7 @@ import json
 import pathlib
 from typing import Any, Sequence
 
+import gguf
 import jax
 import numpy as np
 from absl import app, flags, logging
@@ -112,10 +113,16 @@ def policy_from_checkpoint(checkpoint: str, base_model: str | None, params_key: 
 def write_tokenizer(source: str, output: str | pathlib.Path) -> list[str]:
   """The tokenizer of `source` into `output`: converted from a GGUF file's metadata (written by
   `save_pretrained`, chat template included), or the tokenizer files of an HF directory copied."""
-  if gguf_io.is_gguf(source):
+  gguf_file = gguf_io.gguf_file_of(source)
+  if gguf_file is not None:
+    # The weights are still worth exporting from a file without a tokenizer: say so, go on.
+    # (The reader is the one the weights were read with: cached, not parsed again.)
+    if gguf.Keys.Tokenizer.LIST not in gguf_io.open_gguf(gguf_file).fields:
+      logging.warning("no tokenizer written: %s holds none (no %s)", gguf_file, gguf.Keys.Tokenizer.LIST)
+      return []
     try:
-      tokenizer = gguf_io.load_gguf_tokenizer(source)
-    except DataError as e:  # the weights are still worth exporting; say why there is no tokenizer
+      tokenizer = gguf_io.load_gguf_tokenizer(gguf_file)
+    except DataError as e:
       logging.warning("no tokenizer written: %s", e)
       return []
     written = tokenizer.save_pretrained(output)

@@ -153,7 +153,8 @@ def model_config(reader: gguf.GGUFReader, file: str | os.PathLike[str], **overri
   rotary_dim = int(get(gguf.Keys.Rope.DIMENSION_COUNT, head_dim))
   if rotary_dim != head_dim:
     raise DataError(file, None, key(gguf.Keys.Rope.DIMENSION_COUNT),
-                    f"partial rotary embeddings are not supported: expected {head_dim} (the head dim), found {rotary_dim}")
+                    f"partial rotary embeddings are not supported: expected {head_dim} (the head dim), "
+                    f"found {rotary_dim}")
   rope_theta = float(get(gguf.Keys.Rope.FREQ_BASE, 10000.0))
   rope_scaling = _rope_scaling(reader, file, arch, head_dim, rope_theta, tensors)
   token = lambda template: metadata_value(reader, file, template, None)
@@ -200,7 +201,8 @@ def _rope_scaling(reader: gguf.GGUFReader, file: pathlib.Path, arch: str, head_d
     raise DataError(file, None, type_key, f"expected none or linear RoPE scaling, found {kind!r}")
   if ROPE_FREQS in tensors:
     if scaling is not None:
-      raise DataError(file, None, ROPE_FREQS, "expected either linear RoPE scaling or per-frequency factors, found both")
+      raise DataError(file, None, ROPE_FREQS,
+                      "expected either linear RoPE scaling or per-frequency factors, found both")
     factors = _dequantized(tensors[ROPE_FREQS], file)
     scaling = llama3_scaling_from_factors(factors, head_dim, theta, file)
   return scaling
@@ -369,5 +371,5 @@ def load_gguf_tokenizer(path: str | os.PathLike[str]) -> Any:
   try:
     return PreTrainedTokenizerFast.from_pretrained(str(file.parent), gguf_file=file.name)
   except (KeyError, ValueError) as e:  # no tokenizer keys, or a tokenizer kind transformers cannot convert
-    raise DataError(file, None, gguf.Keys.Tokenizer.LIST,
-                    f"expected a tokenizer transformers can convert in the file's metadata ({type(e).__name__}: {e})") from e
+    raise DataError(file, None, gguf.Keys.Tokenizer.LIST, "expected a tokenizer transformers can convert in the "
+                    f"file's metadata ({type(e).__name__}: {e})") from e

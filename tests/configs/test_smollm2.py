@@ -31,7 +31,8 @@ def test_the_method_variants_differ_in_the_experiments_switches_only(smollm2_ggu
   for method, switches in steptool_vs_baselines.SWITCHES.items():
     config = smollm2.get_config(method).to_dict()
     assert (config["reward"]["granularity"], config["ppo"]["gae_mode"]) == switches
-    config["reward"]["granularity"], config["ppo"]["gae_mode"] = reference["reward"]["granularity"], reference["ppo"]["gae_mode"]
+    config["reward"]["granularity"] = reference["reward"]["granularity"]
+    config["ppo"]["gae_mode"] = reference["ppo"]["gae_mode"]
     assert config == reference, method
   assert smollm2.get_config("sft").model.lora.enabled is False
   lora = smollm2.get_config("sft_lora").model.lora

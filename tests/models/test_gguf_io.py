@@ -69,7 +69,8 @@ def test_llama_q_and_k_rows_are_unpermuted_and_nothing_else_is(tmp_path):
   np.testing.assert_array_equal(ours[k], tiny.hf[k])
   # The file really holds them permuted (so the test above could fail), and V is not.
   assert not np.array_equal(tiny.stored["blk.1.attn_q.weight"][0], tiny.hf[q])
-  np.testing.assert_array_equal(tiny.stored["blk.1.attn_v.weight"][0], tiny.hf["model.layers.1.self_attn.v_proj.weight"])
+  v = "model.layers.1.self_attn.v_proj.weight"
+  np.testing.assert_array_equal(tiny.stored["blk.1.attn_v.weight"][0], tiny.hf[v])
 
 
 def test_qwen2_keeps_its_row_order_and_biases(tmp_path):

@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 
 from steptool_jax import export
-from steptool_jax.models import SamplingConfig, generate_with_policy, gguf_io, left_pad, load_pretrained, save_pretrained
+from steptool_jax.models import (
+    SamplingConfig, generate_with_policy, gguf_io, left_pad, load_pretrained, save_pretrained)
 from tests.models.conftest import parsed_once
-
-# One worker runs every test that loads the 135M model (`--dist loadgroup`, setup.cfg): it loads once.
-pytestmark = pytest.mark.xdist_group("smollm2")
 
 STRINGS = [
     "Hello world!", "  leading spaces and trailing  ", "Weather in \"Paris\" on 2024-05-17? 12345 km/h",
-    "café naïve 東京 🙂", "<|im_start|>user\nhi<|im_end|>\n", 'Action: get_weather\nAction Input: {"city": "Oslo"}',
+    "café naïve 東京 🙂", "<|im_start|>user\nhi<|im_end|>\n",
+    'Action: get_weather\nAction Input: {"city": "Oslo"}',
     "tabs\tand\nnewlines\n\n\nend", "<|endoftext|> is special, <|im_end is not",
 ]
 MESSAGES = [
@@ -76,7 +75,8 @@ def test_chat_template_renders_as_the_files(smollm2_gguf, smollm2_tokenizer, gen
 def test_config_equals_transformers(smollm2_policy, smollm2_hf):
   ours, theirs = smollm2_policy.config, smollm2_hf.config
   assert (ours.vocab_size, ours.hidden_size, ours.intermediate_size, ours.num_layers) == (
-      theirs.vocab_size, theirs.hidden_size, theirs.intermediate_size, theirs.num_hidden_layers) == (49152, 576, 1536, 30)
+      theirs.vocab_size, theirs.hidden_size, theirs.intermediate_size, theirs.num_hidden_layers
+  ) == (49152, 576, 1536, 30)
   assert (ours.num_heads, ours.num_kv_heads, ours.head_dim) == (
       theirs.num_attention_heads, theirs.num_key_value_heads, theirs.head_dim) == (9, 3, 64)
   assert ours.rope_theta == theirs.rope_parameters["rope_theta"] == 100000.0 and ours.rope_scaling is None
