@@ -1,40 +1,50 @@
-"""Export a trained policy as a Hugging Face directory that inference servers load.
+"""Export a trained policy (or a GGUF model) as a Hugging Face directory that inference servers load.
 
     python -m steptool_jax.export --checkpoint=WORKDIR/checkpoints/1000/state \
         --base_model=/ckpt/ToolLLaMA-2-7b-v2 --output=/export/steptool-toolllama
+    python -m steptool_jax.export --checkpoint=/models/SmolLM2-135M-Instruct.Q4_1.gguf \
+        --output=/export/smollm2 --dtype=float32
 
 `--checkpoint` is either
   * an Orbax checkpoint item (a directory `orbax.checkpoint.StandardCheckpointer` reads)
     whose tree holds the policy variables `{"params"?, "lora"?, "value_head"?}` at
     `--params_key` (a dotted path, default `params`). When `params` is absent (LoRA runs
     may save only what they train) the base weights come from `--base_model`; or
-  * a Hugging Face directory (with `config.json`), e.g. to re-export in another dtype.
+  * a Hugging Face directory (with `config.json`), e.g. to re-export in another dtype; or
+  * a GGUF file (or a directory holding one): dequantized, written as safetensors.
+
+`--base_model` is an HF directory or a GGUF file.
 
 LoRA adapters are merged into the base weights (scale `--lora_alpha / rank`, the rank read
 from the adapter shapes). The output holds config.json, safetensors shards (+ index), the
-tokenizer and generation-config files of `--base_model` (or of an HF `--checkpoint`), and
-`value_head.safetensors` when the checkpoint has a value head.
+tokenizer and generation-config files of `--base_model` (or of an HF `--checkpoint`; for a
+GGUF source, the tokenizer `transformers` converts from its metadata, chat template
+included), and `value_head.safetensors` when the checkpoint has a value head.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any, Sequence
 
+import gguf
 import jax
 import numpy as np
 from absl import app, flags, logging
 
-from steptool_jax.models import hf_io
+from steptool_jax.data.errors import DataError
+from steptool_jax.models import gguf_io, hf_io
 from steptool_jax.models.config import LoraConfig
 from steptool_jax.models.lora import LORA_COLLECTION
 from steptool_jax.models.policy import Policy
 from steptool_jax.models.pretrained import load_pretrained, save_pretrained
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Orbax checkpoint item or HF directory.", required=True)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Orbax checkpoint item, HF directory or GGUF file.",
+                                  required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "Directory to write the HF checkpoint to.", required=True)
-_BASE_MODEL = flags.DEFINE_string("base_model", None, "HF directory: config, tokenizer, and base weights "
-                                  "when the checkpoint holds only adapters.")
+_BASE_MODEL = flags.DEFINE_string("base_model", None, "HF directory or GGUF file: config, tokenizer, and base "
+                                  "weights when the checkpoint holds only adapters.")
 _PARAMS_KEY = flags.DEFINE_string("params_key", "params", "Dotted path of the policy variables in the Orbax tree.")
 _LORA_ALPHA = flags.DEFINE_float("lora_alpha", 16.0, "LoRA alpha the adapters were trained with.")
 _DTYPE = flags.DEFINE_string("dtype", "bfloat16", "dtype of the written weights.")
@@ -79,7 +89,9 @@ def lora_rank(adapters: Any) -> int:
 
 def policy_from_checkpoint(checkpoint: str, base_model: str | None, params_key: str,
                            lora_alpha: float) -> tuple[Policy, str | None]:
-  """The policy a checkpoint describes, and the directory to copy tokenizer files from."""
+  """The policy a checkpoint describes, and the model (HF directory or GGUF file) whose tokenizer goes with it."""
+  if gguf_io.is_gguf(checkpoint):
+    return load_pretrained(checkpoint, with_value_head=False), checkpoint
   if (pathlib.Path(checkpoint) / "config.json").is_file():
     return load_pretrained(checkpoint), checkpoint
   if base_model is None:
@@ -98,15 +110,41 @@ def policy_from_checkpoint(checkpoint: str, base_model: str | None, params_key: 
   return Policy(config=base.config, variables=merged_vars, lora=lora), base_model
 
 
+def write_tokenizer(source: str, output: str | pathlib.Path) -> list[str]:
+  """The tokenizer of `source` into `output`: converted from a GGUF file's metadata (written by
+  `save_pretrained`, chat template included), or the tokenizer files of an HF directory copied."""
+  gguf_file = gguf_io.gguf_file_of(source)
+  if gguf_file is not None:
+    # The weights are still worth exporting from a file without a tokenizer: say so, go on.
+    # (The reader is the one the weights were read with: cached, not parsed again.)
+    if gguf.Keys.Tokenizer.LIST not in gguf_io.open_gguf(gguf_file).fields:
+      logging.warning("no tokenizer written: %s holds none (no %s)", gguf_file, gguf.Keys.Tokenizer.LIST)
+      return []
+    try:
+      tokenizer = gguf_io.load_gguf_tokenizer(gguf_file)
+    except DataError as e:
+      logging.warning("no tokenizer written: %s", e)
+      return []
+    written = tokenizer.save_pretrained(output)
+    # transformers 5 records its own class name, which transformers 4 (and the servers pinned
+    # to it) cannot resolve; the generic fast tokenizer class loads the same tokenizer.json in both.
+    config_file = pathlib.Path(output) / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_file.read_text())
+    tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_file.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
+    return sorted(pathlib.Path(f).name for f in written)
+  return hf_io.copy_tokenizer_files(source, output)
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
-  policy, tokenizer_dir = policy_from_checkpoint(_CHECKPOINT.value, _BASE_MODEL.value, _PARAMS_KEY.value,
-                                                 _LORA_ALPHA.value)
+  policy, tokenizer_source = policy_from_checkpoint(_CHECKPOINT.value, _BASE_MODEL.value, _PARAMS_KEY.value,
+                                                    _LORA_ALPHA.value)
   out = save_pretrained(policy, _OUTPUT.value, dtype=_DTYPE.value,
                         max_shard_bytes=int(_MAX_SHARD_GB.value * 2**30))
-  copied = hf_io.copy_tokenizer_files(tokenizer_dir, out) if tokenizer_dir else []
+  written = write_tokenizer(tokenizer_source, out) if tokenizer_source and jax.process_index() == 0 else []
   logging.info("exported %s (%s, %d params) to %s; tokenizer files: %s", _CHECKPOINT.value,
-               _DTYPE.value, policy.config.num_params(), out, copied or "none")
+               _DTYPE.value, policy.config.num_params(), out, written or "none")
 
 
 if __name__ == "__main__":

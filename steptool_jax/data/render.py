@@ -1,5 +1,5 @@
-"""Rendering trajectories and conversations into the prompt formats of the three model
-families StepTool trains: ToolLLaMA, Qwen2 and Llama 3.1.
+"""Rendering trajectories and conversations into the prompt formats of the model families
+StepTool trains: ToolLLaMA, Qwen2 (ChatML, also SmolLM2's) and Llama 3.1.
 
 Every format is a sequence of turns; the renderer splits it into segments
 `(text, is_assistant_action)` so that the tokeniser can mark exactly the action tokens:
@@ -7,7 +7,10 @@ Every format is a sequence of turns; the renderer splits it into segments
 - `toolllama`: `Role:\\n{content}\\n` with roles System/User/Assistant/Function, the form of
   the published `toolllama_step_grained_for_ppo.tsv` (reproduced exactly).
 - `qwen2`: ChatML, `<|im_start|>{role}\\n{content}<|im_end|>\\n`; tool output uses the
-  `tool` role.
+  `tool` role. This is also SmolLM2-Instruct's chat template (it passes any role through and
+  adds a default system turn only when there is none; ours always has one):
+  tests/data/test_render.py checks an environment episode against its `apply_chat_template`
+  token for token, so SmolLM2 uses this format under the same name.
 - `llama3`: Llama 3.1 headers, `<|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>`;
   tool output uses the `ipython` role (Meta's role for tool results). `<|begin_of_text|>` is
   not rendered: it is the tokenizer's BOS and the tokeniser adds it (see `tokenize.py`).

@@ -3,7 +3,8 @@
 Import reads every tensor straight into its target sharding: `jax.make_array_from_callback`
 asks, per device, for the block of the global array that device holds, and the block is
 read from the safetensors file with `safe_open(...).get_slice` (only those bytes). No host
-ever holds a full copy of the model, let alone one per device.
+ever holds a full copy of the model, let alone one per device. `load_params` reads from any
+`TensorSource` (tensors by HF name, sliceable); `gguf_io` provides one over a GGUF file.
 
 Our kernels keep the head structure (`q_proj`: `[embed, heads, head_dim]`) where HF stores
 `[heads * head_dim, embed]`, and layers are stacked on a leading axis. `TensorMap` records,
@@ -23,7 +24,7 @@ import math
 import os
 import pathlib
 import shutil
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import flax
 import jax
@@ -164,17 +165,38 @@ def weight_files(path: str | os.PathLike[str]) -> dict[str, pathlib.Path]:
     return {name: single for name in f.keys()}
 
 
+class TensorSource(Protocol):
+  """Where `load_params` reads tensors from, by their HF names (a safetensors checkpoint, a GGUF file).
+
+  `get_slice(name)` returns an object with `get_shape()` (the HF shape) and numpy indexing
+  by a tuple of slices over the HF axes (only the indexed block is read); it raises a
+  `DataError` for a tensor the source does not have. `where(name)` is the file and the
+  source's own name of that tensor, for error messages; `metadata` names what the expected
+  shapes were derived from (`config.json`).
+  """
+
+  metadata: str
+
+  def get_slice(self, name: str) -> Any: ...
+
+  def where(self, name: str) -> tuple[pathlib.Path, str]: ...
+
+
 class _Shards:
   """Lazily opened safetensors files; slices are materialised on the host CPU."""
 
-  def __init__(self, stack: contextlib.ExitStack, files: Mapping[str, pathlib.Path]):
-    self._stack, self._files, self._open = stack, files, {}
+  metadata = "config.json"
+
+  def __init__(self, stack: contextlib.ExitStack, path: str | os.PathLike[str], files: Mapping[str, pathlib.Path]):
+    self._stack, self._path, self._files, self._open = stack, path, files, {}
     self._cpu = jax.local_devices(backend="cpu")[0]
 
-  def file_of(self, name: str) -> pathlib.Path:
-    return self._files[name]
+  def where(self, name: str) -> tuple[pathlib.Path, str]:
+    return self._files[name], name
 
   def get_slice(self, name: str) -> Any:
+    if name not in self._files:
+      raise DataError(self._path, None, name, "tensor missing from the checkpoint")
     file = self._files[name]
     if file not in self._open:
       # framework="flax" reads bfloat16 too (numpy has no bf16); the CPU default device keeps
@@ -196,7 +218,7 @@ class _HostSlice:
       return np.asarray(self._slice[index])
 
 
-def _callback(tensor: Any, tmap: TensorMap, full_shape: tuple[int, ...], dtype: Any
+def _callback(tensor: Callable[[str], Any], tmap: TensorMap, full_shape: tuple[int, ...], dtype: Any
               ) -> Callable[[tuple[slice, ...]], np.ndarray]:
   layer_shape = full_shape[1:] if tmap.stacked else full_shape
   seen: dict[tuple[tuple[int, int, int], ...], np.ndarray] = {}
@@ -206,10 +228,16 @@ def _callback(tensor: Any, tmap: TensorMap, full_shape: tuple[int, ...], dtype: 
     key = tuple(s.indices(n) for s, n in zip(index, full_shape))
     if key not in seen:  # replicas of a shard on several devices read it once
       if tmap.stacked:
+        # Filled layer by layer, so the host holds one layer in the stored dtype (float32 for
+        # dequantized GGUF) besides the block in the target dtype.
         layers = range(*index[0].indices(full_shape[0]))
-        blocks = [read_block(tensor(tmap.hf_name.format(layer=i)), tmap, layer_shape, index[1:])
-                  for i in layers]
-        seen[key] = np.stack(blocks).astype(dtype)
+        block = None
+        for j, i in enumerate(layers):
+          layer = read_block(tensor(tmap.hf_name.format(layer=i)), tmap, layer_shape, index[1:])
+          if block is None:
+            block = np.empty((len(layers), *layer.shape), dtype)
+          block[j] = layer
+        seen[key] = block
       else:
         seen[key] = read_block(tensor(tmap.hf_name), tmap, layer_shape, index).astype(dtype)
     return seen[key]
@@ -217,9 +245,8 @@ def _callback(tensor: Any, tmap: TensorMap, full_shape: tuple[int, ...], dtype: 
   return fetch
 
 
-def load_hf_params(path: str | os.PathLike[str], config: ModelConfig, *, dtype: Any = None,
-                   shardings: Any = None) -> Any:
-  """Base params of `config` from the safetensors under `path`, placed with `shardings`.
+def load_params(source: TensorSource, config: ModelConfig, *, dtype: Any = None, shardings: Any = None) -> Any:
+  """Base params of `config` read from `source`, each placed straight into its sharding.
 
   `shardings` is a tree like the params (e.g. from `parallel.logical_to_shardings`); None
   puts everything on the first device. `dtype` defaults to `config.param_dtype`.
@@ -229,31 +256,30 @@ def load_hf_params(path: str | os.PathLike[str], config: ModelConfig, *, dtype: 
   flat_shardings = (flax.traverse_util.flatten_dict(flax.core.unfreeze(shardings))
                     if shardings is not None else {})
   default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  files = weight_files(path)
   out: dict[tuple[str, ...], jax.Array] = {}
-  with contextlib.ExitStack() as stack:
-    shards = _Shards(stack, files)
-
-    def tensor(name: str) -> Any:
-      if name not in files:
-        raise DataError(path, None, name, "tensor missing from the checkpoint")
-      return shards.get_slice(name)
-
-    for tmap in tensor_maps(config):
-      full_shape = tuple(abstract[tmap.path].shape)
-      expected = hf_shape(full_shape[1:] if tmap.stacked else full_shape, tmap)
-      first = tmap.hf_name.format(layer=0)
-      found = tensor(first).get_shape()
-      if found != expected:
-        raise DataError(shards.file_of(first), None, first,
-                        f"expected shape {list(expected)} from config.json, found {list(found)}")
-      sharding = flat_shardings.get(tmap.path, default)
-      out[tmap.path] = jax.make_array_from_callback(
-          full_shape, sharding, _callback(tensor, tmap, full_shape, dtype))
+  for tmap in tensor_maps(config):
+    full_shape = tuple(abstract[tmap.path].shape)
+    expected = hf_shape(full_shape[1:] if tmap.stacked else full_shape, tmap)
+    first = tmap.hf_name.format(layer=0)
+    found = source.get_slice(first).get_shape()
+    if found != expected:
+      file, name = source.where(first)
+      raise DataError(file, None, name, f"expected shape {list(expected)} from {source.metadata}, found {list(found)}")
+    sharding = flat_shardings.get(tmap.path, default)
+    out[tmap.path] = jax.make_array_from_callback(
+        full_shape, sharding, _callback(source.get_slice, tmap, full_shape, dtype))
   missing = set(abstract) - set(out)
   if missing:
     raise ValueError(f"no checkpoint mapping for params {sorted(missing)}")
   return flax.traverse_util.unflatten_dict(out)
+
+
+def load_hf_params(path: str | os.PathLike[str], config: ModelConfig, *, dtype: Any = None,
+                   shardings: Any = None) -> Any:
+  """Base params of `config` from the safetensors under `path`, placed with `shardings` (see `load_params`)."""
+  files = weight_files(path)
+  with contextlib.ExitStack() as stack:
+    return load_params(_Shards(stack, path, files), config, dtype=dtype, shardings=shardings)
 
 
 def load_value_head(path: str | os.PathLike[str]) -> dict[str, jax.Array] | None:

@@ -1,8 +1,10 @@
-"""`load_pretrained` / `save_pretrained`: a `Policy` from and to a Hugging Face directory.
+"""`load_pretrained` / `save_pretrained`: a `Policy` from a Hugging Face directory or a GGUF file,
+and to a Hugging Face directory.
 
-Both directions use the same format, so a directory written by `save_pretrained` (or the
+Both HF directions use the same format, so a directory written by `save_pretrained` (or the
 `python -m steptool_jax.export` CLI) loads back with `load_pretrained` and with
-`transformers.AutoModelForCausalLM.from_pretrained`.
+`transformers.AutoModelForCausalLM.from_pretrained`. A GGUF file (or a directory holding one
+and no `config.json`) is read by `gguf_io`: config from its metadata, tensors dequantized.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from steptool_jax.data.errors import DataError
-from steptool_jax.models import hf_io
+from steptool_jax.models import gguf_io, hf_io
 from steptool_jax.models.config import LoraConfig, ModelConfig
 from steptool_jax.models.lora import LORA_COLLECTION
 from steptool_jax.models.policy import (
@@ -37,39 +39,67 @@ def variable_shardings(config: ModelConfig, lora: LoraConfig | None, mesh: Mesh,
   return shardings
 
 
+def read_model_config(path: str | os.PathLike[str], **overrides: Any) -> ModelConfig:
+  """The `ModelConfig` of a model directory or GGUF file, without reading any weights.
+
+  Unset dtypes default to the checkpoint's (float32 for GGUF, whose tensors are dequantized
+  to float32); `compute_dtype` follows `param_dtype` unless given as `dtype`.
+  """
+  gguf_file = gguf_io.gguf_file_of(path)
+  if gguf_file is not None:
+    overrides.setdefault("param_dtype", "float32")
+    overrides.setdefault("dtype", overrides["param_dtype"])
+    return gguf_io.model_config(gguf_io.open_gguf(gguf_file), gguf_file, **overrides)
+  hf_config = hf_io.read_hf_config(path)
+  overrides.setdefault("param_dtype", jnp.dtype(hf_io.checkpoint_dtype(hf_config)).name)
+  overrides.setdefault("dtype", overrides["param_dtype"])
+  try:
+    return ModelConfig.from_hf_config(hf_config, **overrides)
+  except KeyError as e:
+    raise DataError(pathlib.Path(path) / "config.json", None, str(e.args[0]),
+                    "required field missing") from e
+
+
 def load_pretrained(path: str | os.PathLike[str], dtype: Any = None, *, compute_dtype: Any = None,
                     lora: LoraConfig | None = None, mesh: Mesh | None = None,
                     rules: LogicalRules = LOGICAL_AXIS_RULES, rng: jax.Array | None = None,
                     with_value_head: bool = True, **config_overrides: Any) -> Policy:
-  """A `Policy` from an HF model directory (or one written by our export).
+  """A `Policy` from an HF model directory (or one written by our export), or a GGUF file.
 
   Args:
-    path: directory with `config.json` and `model.safetensors` (or a sharded index).
-    dtype: parameter dtype (default: the checkpoint's). `compute_dtype` defaults to it too.
+    path: directory with `config.json` and `model.safetensors` (or a sharded index); or a
+      `.gguf` file, or a directory holding exactly one and no `config.json`.
+    dtype: parameter dtype (default: the checkpoint's; float32 for GGUF). `compute_dtype`
+      defaults to it too.
     lora: adds fresh adapters (B = 0, so the policy starts equal to the checkpoint).
     mesh: load every tensor straight into its sharding on this mesh (default: one device).
     rng: for the adapters' A factors.
-    with_value_head: attach the saved value head, or a fresh zero one if none was saved.
+    with_value_head: attach the saved value head, or a fresh zero one if none was saved
+      (a GGUF file never has one).
     config_overrides: other `ModelConfig` fields, e.g. `remat="full"`.
   """
-  hf_config = hf_io.read_hf_config(path)
-  dtype = jnp.dtype(dtype or hf_io.checkpoint_dtype(hf_config)).name
-  overrides: dict[str, Any] = {"param_dtype": dtype, "dtype": jnp.dtype(compute_dtype or dtype).name}
+  overrides: dict[str, Any] = {}
+  if dtype is not None:
+    overrides["param_dtype"] = jnp.dtype(dtype).name
+  if compute_dtype is not None:
+    overrides["dtype"] = jnp.dtype(compute_dtype).name
   overrides.update(config_overrides)
-  try:
-    config = ModelConfig.from_hf_config(hf_config, **overrides)
-  except KeyError as e:
-    raise DataError(pathlib.Path(path) / "config.json", None, str(e.args[0]),
-                    "required field missing") from e
+  config = read_model_config(path, **overrides)
   shardings = variable_shardings(config, lora, mesh, rules) if mesh is not None else None
-  variables: dict[str, Any] = {"params": hf_io.load_hf_params(
-      path, config, shardings=None if shardings is None else shardings["params"])}
+  param_shardings = None if shardings is None else shardings["params"]
+  gguf_file = gguf_io.gguf_file_of(path)
+  if gguf_file is not None:
+    params = gguf_io.load_gguf_params(gguf_io.open_gguf(gguf_file), gguf_file, config, shardings=param_shardings)
+    head = None
+  else:
+    params = hf_io.load_hf_params(path, config, shardings=param_shardings)
+    head = hf_io.load_value_head(path) if with_value_head else None
+  variables: dict[str, Any] = {"params": params}
   if lora is not None:
     adapters = init_lora_params(config, lora, jax.random.key(0) if rng is None else rng)
     variables[LORA_COLLECTION] = adapters if shardings is None else jax.device_put(
         adapters, shardings[LORA_COLLECTION])
   if with_value_head:
-    head = hf_io.load_value_head(path)
     head = init_value_head_params(config) if head is None else head
     variables["value_head"] = head if shardings is None else jax.device_put(head, shardings["value_head"])
   return Policy(config=config, variables=variables, lora=lora)

@@ -3,9 +3,9 @@
 A policy writing in a chat template ends its action in one of three ways:
 
 - an EOS id (a model fine-tuned with `eos_after_actions` writes one after every action);
-- the template's end-of-action marker (`<|im_end|>` for Qwen2, `<|eot_id|>` for Llama 3.1;
-  ToolLLaMA's is a plain newline, which also occurs inside an action, so it cannot stop
-  anything);
+- the template's end-of-action marker (`<|im_end|>` for Qwen2 and SmolLM2, `<|eot_id|>` for
+  Llama 3.1; ToolLLaMA's is a plain newline, which also occurs inside an action, so it cannot
+  stop anything);
 - the header of another turn (`Function:\\n`, `<|im_start|>`, ...): the model has finished
   its action and is now writing the tool's answer itself.
 

