@@ -33,16 +33,10 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs.steptool_vs_baselines import SWITCHES  # method -> (reward.placement, ppo.gae_mode)
+from steptool_jax.config.run import base_config
 from steptool_jax.models.local_models import smollm2_gguf_path
-from steptool_jax.trainer.defaults import base_config
 
-# method -> (reward.granularity, ppo.gae_mode): the same switches as configs/steptool_vs_baselines.py
-SWITCHES = {
-    "steptool": ("step", "step"),
-    "no_step_reward": ("final", "step"),
-    "no_step_optimisation": ("summed", "token"),
-    "ppo_final": ("final", "token"),
-}
 VARIANTS = ("sft", "sft_lora", *SWITCHES)
 
 
@@ -63,7 +57,7 @@ def shared(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.data.max_context_len = 1280
   config.data.max_response_len = 128
   config.data.min_bucket_len = 512
-  env = config.data.env
+  env = config.env
   env.num_tasks = 1000
   env.seed = 0
   env.mistake_rate = 0.1  # some solved episodes recover from an error: SFT sees recoveries too
@@ -97,14 +91,14 @@ def get_config(arg: str = "steptool") -> ml_collections.ConfigDict:
     return config
   # PPO from an SFT checkpoint (--config.model.init_from), as in the paper: LoRA on the SFT
   # weights, so the frozen base is the KL reference.
-  config.reward.granularity, config.ppo.gae_mode = SWITCHES[arg]
+  config.reward.placement, config.ppo.gae_mode = SWITCHES[arg]
   config.model.lora.enabled = True
   config.model.lora.rank = 8
   config.model.lora.alpha = 16.0
   # The reward and KL settings that kept the tiny-model runs from farming call rewards and
   # from never finishing (docs/results.md, runs 1 and 4; KL 0.2 from run 5).
-  config.data.env.alpha = 0.0
-  config.data.env.unfinished_reward = -1.0
+  config.env.alpha = 0.0
+  config.env.unfinished_reward = -1.0
   config.reward.kl_controller = "fixed"
   config.reward.init_kl_coef = 0.2
   config.rollout.mode = "online"

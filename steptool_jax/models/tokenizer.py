@@ -3,7 +3,8 @@
     load_tokenizer(name, model_path)
 
 * `"builtin"`: the built-in environment's tokenizer (the tiny models').
-* `""`: the model's own: the tokenizer files of the Hugging Face directory `model_path`.
+* `""`: the model's own: the tokenizer files of the Hugging Face directory `model_path`, or
+  the tokenizer and chat template inside its GGUF file.
 * anything else: a local tokenizer directory.
 """
 
@@ -25,6 +26,9 @@ def load_tokenizer(name: str, model_path: str = "", *, field: str = "tokenizer")
   if not path_text:
     raise ValueError(f"{field}: expected 'builtin' or a tokenizer directory (no model path to take one from)")
   path = pathlib.Path(os.path.expanduser(path_text))
+  from steptool_jax.models import gguf_io  # noqa: PLC0415
+  if gguf_io.is_gguf(path):  # a file, or a directory holding one: its tokenizer is inside
+    return gguf_io.load_gguf_tokenizer(path)
   if not path.is_dir():
     raise ValueError(f"{field}: expected a local tokenizer directory, found nothing at {path}")
   if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):

@@ -25,12 +25,12 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from steptool_jax.config.run import RunConfig
-from steptool_jax.models import hf_io
 from steptool_jax.models.config import LoraConfig, ModelConfig, preset
 from steptool_jax.models.lora import LORA_COLLECTION
 from steptool_jax.models.policy import (Policy, abstract_variables, init_base_params, init_lora_params,
                                         init_value_head_params)
-from steptool_jax.models.pretrained import load_pretrained, variable_shardings
+from steptool_jax.models.gguf_io import is_gguf
+from steptool_jax.models.pretrained import load_pretrained, read_model_config, variable_shardings
 from steptool_jax.parallel.sharding import sharded_abstract
 from steptool_jax.trainer.algorithms import ALGORITHMS
 from steptool_jax.trainer.run import checkpointing
@@ -84,8 +84,7 @@ def _random_policy(config: RunConfig, vocab_size: int, mesh: Mesh) -> Policy:
 def _pretrained_policy(path: str, config: RunConfig, mesh: Mesh) -> Policy:
   numerics = config.model.numerics()
   path = os.path.expanduser(path)
-  check_model_fits_mesh(ModelConfig.from_hf_config(hf_io.read_hf_config(path), **numerics),
-                        config.model.lora.lora_config(), mesh)
+  check_model_fits_mesh(read_model_config(path, **numerics), config.model.lora.lora_config(), mesh)
   return load_pretrained(path, numerics.pop("param_dtype"), compute_dtype=numerics.pop("dtype"),
                          mesh=mesh, **numerics)
 
@@ -129,9 +128,10 @@ def _starting_policy(config: RunConfig, vocab_size: int, mesh: Mesh) -> Policy:
   if init_from and checkpointing.is_run_directory(init_from):
     return _policy_of_run(init_from, config, vocab_size, mesh)
   if init_from:
-    if not (pathlib.Path(os.path.expanduser(init_from)) / "config.json").is_file():
-      raise ValueError(f"model.init_from: expected a workdir of ours (with {checkpointing.CHECKPOINT_DIR}/) or a"
-                       f" Hugging Face directory (with config.json), found neither at {init_from}")
+    path = pathlib.Path(os.path.expanduser(init_from))
+    if not (path / "config.json").is_file() and not is_gguf(path):
+      raise ValueError(f"model.init_from: expected a workdir of ours (with {checkpointing.CHECKPOINT_DIR}/), a"
+                       f" Hugging Face directory (with config.json) or a GGUF file, found none at {init_from}")
     return _pretrained_policy(init_from, config, mesh)
   if config.model.path:
     return _pretrained_policy(config.model.path, config, mesh)

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from configs import smollm2, steptool_vs_baselines
 from steptool_jax.models.local_models import smollm2_gguf_path
-from steptool_jax.trainer.config_checks import validate
+from tests.config.test_run import validate
 
 
 @pytest.mark.parametrize("variant", smollm2.VARIANTS)
-def test_every_variant_is_valid(variant, smollm2_gguf, tmp_path):
+def test_every_variant_is_valid(variant, smollm2_gguf):
   config = smollm2.get_config(variant)
   assert config.model.path == str(smollm2_gguf) and config.tokenizer == ""
   assert (config.data.template, config.data.add_bos, config.data.eos_after_actions) == ("qwen2", False, False)
-  # The trainer's model-path check reads config.json directories only until the GGUF path is wired
-  # into it: validate everything else with a stand-in directory.
-  (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-  config.model.path = str(tmp_path)
   assert validate(config, num_devices=1) == {"data": 1, "fsdp": 1, "tensor": 1}
 
 
@@ -30,8 +24,8 @@ def test_the_method_variants_differ_in_the_experiments_switches_only(smollm2_ggu
   assert reference["model"]["lora"]["enabled"] and reference["model"]["lora"]["rank"] == 8
   for method, switches in steptool_vs_baselines.SWITCHES.items():
     config = smollm2.get_config(method).to_dict()
-    assert (config["reward"]["granularity"], config["ppo"]["gae_mode"]) == switches
-    config["reward"]["granularity"] = reference["reward"]["granularity"]
+    assert (config["reward"]["placement"], config["ppo"]["gae_mode"]) == switches
+    config["reward"]["placement"] = reference["reward"]["placement"]
     config["ppo"]["gae_mode"] = reference["ppo"]["gae_mode"]
     assert config == reference, method
   assert smollm2.get_config("sft").model.lora.enabled is False
