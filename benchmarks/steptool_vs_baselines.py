@@ -49,7 +49,9 @@ SPLITS = ("validation", "test")
 METRICS = ("pass_rate", "solved_rate", "useful_call_rate", "failed_call_rate", "steps")
 LABELS = {"sft": "SFT (start of every PPO run)", "ppo_final": "PPO, final reward (baseline)",
           "steptool": "StepTool", "no_step_reward": "StepTool w/o step-grained reward",
-          "no_step_optimisation": "StepTool w/o step-grained optimisation"}
+          "no_step_optimisation": "StepTool w/o step-grained optimisation",
+          "steptool_group": "StepTool, critic-free group advantages"}
+TRAIN_WINDOW = 5  # the stability criterion: the training rollouts' pass rate over the last updates
 
 
 def set_fields(config: Any, overrides: dict[str, Any]) -> Any:
@@ -98,6 +100,13 @@ def evaluate_run(workdir: pathlib.Path, split: str, episodes: int, out: pathlib.
   return summary
 
 
+def train_pass_rate(curve: Sequence[tuple[int, float]], *, last: bool) -> float:
+  """Mean pass rate of the training rollouts of the first update (played by the SFT policy
+  itself, sampling at T = 1) or of the last `TRAIN_WINDOW` updates."""
+  values = [v for _, v in (curve[-TRAIN_WINDOW:] if last else curve[:1])]
+  return statistics.fmean(values) if values else math.nan
+
+
 def ppo_curve(workdir: pathlib.Path) -> list[tuple[int, float]]:
   """(step, mean IsSolved of that step's training rollouts): the rollouts a step trained on
   were played by the policy after step - 1 updates."""
@@ -129,13 +138,19 @@ def fmt(mean: float, half: float, scale: float = 100.0, digits: int = 1) -> str:
   return f"{mean * scale:.{digits}f} ± {half * scale:.{digits}f}"
 
 
-def results_table(results: dict[str, Any], methods: Sequence[str]) -> str:
-  """Markdown: one row per method, pass rate / solved / recall / failed calls / steps per split."""
+def results_table(results: dict[str, Any], methods: Sequence[str], curves: dict[str, Any] | None = None,
+                  labels: dict[str, str] | None = None) -> str:
+  """Markdown: one row per method, pass rate / solved / recall / failed calls / steps per split,
+  and the training rollouts' pass rate over the last updates (the stability criterion)."""
+  labels = {**LABELS, **(labels or {})}
   header = ["method"] + [f"{split} {name}" for split in SPLITS for name in ("pass rate", "solved", "useful calls",
                                                                             "failed calls", "steps")]
+  header.append(f"train pass rate, last {TRAIN_WINDOW} updates")
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  curves = curves or {}
+  first = [train_pass_rate(run, last=False) for runs in curves.values() for run in runs]
   for method in ("sft",) + tuple(methods):
-    row = [LABELS[method]]
+    row = [labels[method]]
     for split in SPLITS:
       runs = results[method][split]
       for name in METRICS:
@@ -148,6 +163,10 @@ def results_table(results: dict[str, Any], methods: Sequence[str]) -> str:
         else:
           mean, half = across_seeds([r[name] for r in runs])
         row.append(fmt(mean, half, scale=1.0, digits=2) if name == "steps" else fmt(mean, half))
+    if method == "sft":  # its own rollouts: the first update of every run (sampling at T = 1)
+      row.append(fmt(*across_seeds(first)) if first else "–")
+    else:
+      row.append(fmt(*across_seeds([train_pass_rate(run, last=True) for run in curves.get(method, [])])))
     lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines)
 
@@ -163,7 +182,7 @@ def plot_curves(curves: dict[str, list[list[tuple[int, float]]]], path: pathlib.
     means = [statistics.fmean(by_step[s]) for s in steps]
     lows = [min(by_step[s]) for s in steps]
     highs = [max(by_step[s]) for s in steps]
-    line, = ax.plot(steps, means, label=LABELS[method])
+    line, = ax.plot(steps, means, label=LABELS.get(method, method))
     ax.fill_between(steps, lows, highs, color=line.get_color(), alpha=0.15)
   ax.set_xlabel("PPO step (updates before the batch was played)")
   ax.set_ylabel("pass rate of the training rollouts\n(mean IsSolved, sampling T = 1)")
@@ -184,6 +203,11 @@ def main() -> None:
   parser.add_argument("--episodes", type=int, default=0, help="evaluation episodes per split (0: the config's)")
   parser.add_argument("--smoke", action="store_true", help="every stage at toy size (minutes), results not meaningful")
   parser.add_argument("--set", action="append", default=[], help="PPO config override a.b=value (repeatable)")
+  parser.add_argument("--options", default="none", choices=sorted(experiment.STABILITY_OPTIONS),
+                      help="a named set of stability options for every PPO run (configs/steptool_vs_baselines.py);"
+                           " runs are named METHOD[+OPTIONS]-seedS")
+  parser.add_argument("--sft_dir", default="", help="an existing SFT run to start from (default: OUT/sft, trained"
+                                                     " when missing)")
   parser.add_argument("--sft_set", action="append", default=[], help="SFT config override a.b=value (repeatable)")
   args = parser.parse_args()
   logging.set_verbosity(logging.ERROR)  # Orbax warns on every read-only restore
@@ -207,14 +231,16 @@ def main() -> None:
 
   smoke_sft, smoke_ppo = experiment.smoke_overrides() if args.smoke else ({}, {})
   sft_config = set_fields(experiment.get_config("sft"), {**smoke_sft, **parse(args.sft_set)})
-  sft_dir = out / "sft"
+  sft_dir = pathlib.Path(args.sft_dir) if args.sft_dir else out / "sft"
   print(f"[{time.perf_counter() - started:6.0f}s] SFT -> {sft_dir}", flush=True)
   run_training(sft_config, sft_dir, timings, "sft")
   save_timings()
   episodes = 8 if args.smoke else (args.episodes or experiment.EVAL_EPISODES)
 
-  results: dict[str, Any] = {"sft": {split: [evaluate_run(sft_dir, split, episodes, out / "eval" / "sft" / split)]
-                                     for split in SPLITS}}
+  results: dict[str, Any] = {"sft": {split: [evaluate_run(sft_dir, split, episodes, sft_dir.parent / "eval" / "sft"
+                                                          / split)] for split in SPLITS}}
+  options = experiment.STABILITY_OPTIONS[args.options]
+  suffix = "" if args.options == "none" else f"+{args.options}"
   print(f"[{time.perf_counter() - started:6.0f}s] SFT: " + json.dumps(
       {split: results["sft"][split][0]["pass_rate"] for split in SPLITS}), flush=True)
   curves: dict[str, list[list[tuple[int, float]]]] = {}
@@ -222,8 +248,8 @@ def main() -> None:
     results[method] = {split: [] for split in SPLITS}
     curves[method] = []
     for seed in seeds:
-      workdir = out / f"{method}-seed{seed}"
-      config = set_fields(experiment.get_config(method), {**smoke_ppo, **parse(args.set), "seed": seed,
+      workdir = out / f"{method}{suffix}-seed{seed}"
+      config = set_fields(experiment.get_config(method), {**smoke_ppo, **options, **parse(args.set), "seed": seed,
                                                           "model.init_from": str(sft_dir)})
       run_training(config, workdir, timings, workdir.name)
       save_timings()
@@ -235,14 +261,15 @@ def main() -> None:
 
   docs = pathlib.Path(args.docs)
   docs.mkdir(parents=True, exist_ok=True)
-  table = results_table(results, methods)
-  plot_curves(curves, docs / "results.png")
+  labels = {m: LABELS[m] + (f" + {args.options}" if suffix else "") for m in methods}
+  table = results_table(results, methods, curves, labels)
+  plot_curves(curves, docs / f"results{suffix}.png")
   total = time.perf_counter() - started
-  (out / "results.json").write_text(json.dumps({"results": results, "curves": curves, "timings": timings,
-                                                 "seconds": total}, indent=1))
-  (out / "results.table.md").write_text(table + "\n")
+  (out / f"results{suffix}.json").write_text(json.dumps({"results": results, "curves": curves, "timings": timings,
+                                                          "options": options, "seconds": total}, indent=1))
+  (out / f"results{suffix}.table.md").write_text(table + "\n")
   print(table)
-  summary = {"seconds": round(total, 1), "methods": methods, "seeds": seeds}
+  summary = {"seconds": round(total, 1), "methods": methods, "seeds": seeds, "options": args.options}
   for method in methods:
     for split in SPLITS:
       summary[f"{method}/{split}/pass_rate"] = across_seeds([r["pass_rate"] for r in results[method][split]])

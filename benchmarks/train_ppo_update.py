@@ -38,7 +38,7 @@ from steptool_jax.parallel.mesh import resolve_axis_sizes
 from steptool_jax.rl.kl_controller import make_kl_controller
 from steptool_jax.trainer import flops, policy_init
 from steptool_jax.trainer.algorithms import PPO
-from steptool_jax.trainer.sources.batches import STEP_GRAINED_KEYS, batch_shardings, device_batch
+from steptool_jax.trainer.sources.batches import batch_shardings, device_batch
 from steptool_jax.trainer import optimizer
 from steptool_jax.trainer.updates.ppo import make_ppo_stages, make_ppo_update
 from steptool_jax.trainer.state import create_train_state, state_shardings
@@ -50,6 +50,9 @@ _MINIBATCH = flags.DEFINE_integer("minibatch", 2, "Rows per forward/backward pas
 _ACCUM = flags.DEFINE_integer("accum", 4, "Micro-batches per optimizer step.")
 _EPOCHS = flags.DEFINE_integer("epochs", 4, "PPO epochs per batch.")
 _TRAINABLE = flags.DEFINE_enum("trainable", "lora", ["lora", "full"], "LoRA (paper) or full fine-tuning.")
+_OLD_LOGP = flags.DEFINE_enum("old_logp", "recompute", ["recompute", "behaviour"],
+                              "ppo.old_logp: recompute the old log-probs, or take the rollout's (skips a forward).")
+_CRITIC = flags.DEFINE_enum("critic", "shared", ["shared", "separate"], "ppo.critic.")
 _DTYPE = flags.DEFINE_string("dtype", "bfloat16", "Frozen-weight and compute dtype.")
 _REMAT = flags.DEFINE_enum("remat", "full", ["none", "full", "dots"], "Per-layer rematerialisation.")
 _ATTENTION = flags.DEFINE_enum("attention", "auto", ["auto", "xla", "cudnn"], "auto: cudnn on NVIDIA GPUs.")
@@ -75,6 +78,7 @@ def synthetic_batch(rows: int, seq_len: int, vocab: int, *, observation: int = 1
       "step_ids": np.broadcast_to(step_ids, (rows, seq_len)).copy(),
       "step_rewards": rng.random((rows, steps)).astype(np.float32),
       "num_steps": np.full(rows, steps, np.int32),
+      "behaviour_logp": np.where(is_action, -1.0, 0.0).astype(np.float32) * np.ones((rows, 1), np.float32),
   }
 
 
@@ -102,6 +106,9 @@ def main(argv):
   config.model.lora.enabled = _TRAINABLE.value == "lora"
   config.batch.update({"size": _BATCH.value, "minibatch_size": _MINIBATCH.value, "grad_accum_steps": _ACCUM.value})
   config.ppo.epochs = _EPOCHS.value
+  config.ppo.old_logp = _OLD_LOGP.value
+  config.ppo.critic = _CRITIC.value
+  config.rollout.mode = "online"  # behaviour log-probs come from rollouts (the batch here is synthetic)
   run = parse_run_config(config)
   sizes = resolve_axis_sizes({k: int(v) for k, v in (item.split("=") for item in _MESH.value.split(","))},
                              jax.device_count())
@@ -111,29 +118,32 @@ def main(argv):
   model_config, lora = policy.config, policy.lora
   tx = optimizer.make_optimizer(run.optim, 1000)
   keys = PPO.trainable_collections(run)
+  critic = policy_init.initial_critic(run, policy, mesh)
+  critic_tx = None if critic is None else optimizer.make_optimizer(run.optim, 1000)
   reward = run.reward
   create = functools.partial(
       create_train_state, optimizer=tx, trainable_keys=keys, master_dtype=jnp.float32, keep_reference=lora is None,
-      kl=make_kl_controller(reward.kl_controller, reward.init_kl_coef, reward.kl_target, reward.kl_horizon))
-  abstract = jax.eval_shape(create, policy.variables, jax.random.key(0))
+      kl=make_kl_controller(reward.kl_controller, reward.init_kl_coef, reward.kl_target, reward.kl_horizon),
+      critic_optimizer=critic_tx)
+  abstract = jax.eval_shape(create, policy.variables, jax.random.key(0), critic)
   shardings = state_shardings(abstract, model_config=model_config, lora=lora, mesh=mesh, optimizer=tx,
-                              trainable_keys=keys)
-  stages = make_ppo_stages(model_config, lora, run, tx, keys)
+                              trainable_keys=keys, critic_optimizer=critic_tx)
+  stages = make_ppo_stages(model_config, lora, run, tx, keys, critic_tx)
   local = synthetic_batch(_BATCH.value, _SEQ_LEN.value, model_config.vocab_size)
   steps = _STEPS.value
 
   with sharding_context(mesh):
-    state = jax.jit(create, out_shardings=shardings)(policy.variables, jax.random.key(0))
-    del policy
+    state = jax.jit(create, out_shardings=shardings)(policy.variables, jax.random.key(0), critic)
+    del policy, critic
     h2d_s, batch = timed(lambda: device_batch(local, mesh, _BATCH.value), steps=steps)
     rollout = jax.jit(stages.rollout_statistics)
-    rollout_s, stats = timed(rollout, state, batch["input_ids"], batch["attention_mask"], steps=steps)
+    rollout_s, stats = timed(rollout, state, batch, steps=steps)
     advantages = jax.jit(stages.advantages)
     advantages_s, estimate = timed(advantages, state, batch, stats, steps=steps)
     optimize = jax.jit(stages.optimize)
     optimize_s, _ = timed(optimize, state, batch, stats, estimate, jax.random.key(1), steps=steps)
-    update = jax.jit(make_ppo_update(model_config, lora, run, tx, keys),
-                     in_shardings=(shardings, batch_shardings(STEP_GRAINED_KEYS, mesh), replicated(mesh)),
+    update = jax.jit(make_ppo_update(model_config, lora, run, tx, keys, critic_tx),
+                     in_shardings=(shardings, batch_shardings(tuple(local), mesh), replicated(mesh)),
                      out_shardings=(shardings, replicated(mesh)), donate_argnums=(0,))
     holder = {"state": state}
 
@@ -151,7 +161,8 @@ def main(argv):
   devices = mesh.devices.size
   print(f"device: {jax.devices()[0].device_kind} x{devices}  mesh {sizes}  model: {_PRESET.value}"
         f" ({model_config.num_params() / 1e6:,.1f}M parameters)  dtype {_DTYPE.value}  remat {_REMAT.value}"
-        f"  attention {run.model.attention_impl}  trainable {_TRAINABLE.value}")
+        f"  attention {run.model.attention_impl}  trainable {_TRAINABLE.value}  old_logp {_OLD_LOGP.value}"
+        f"  critic {_CRITIC.value}")
   print(f"batch {_BATCH.value} x {_SEQ_LEN.value} tokens, micro-batches of {_MINIBATCH.value}, accumulation"
         f" {_ACCUM.value}, {_EPOCHS.value} PPO epochs; median of {steps} runs")
   print(f"PPO update {update_s * 1e3:.1f} ms: {tokens / update_s:,.0f} tokens/s,"

@@ -26,6 +26,10 @@ import ml_collections
 from steptool_jax.config.run import base_config
 
 METHODS = ("ppo_final", "steptool", "no_step_reward", "no_step_optimisation")
+# The critic-free fifth: StepTool's step rewards with group-normalised step returns-to-go over
+# 4 rollouts of each of 4 tasks (the same 16 episodes per update), no value head, the KL a loss
+# term (k3, the usual estimator for a KL loss).
+GROUP_METHOD = "steptool_group"
 EVAL_EPISODES = 80  # per split and policy (greedy): all of validation and test
 SWITCHES = {  # method -> (reward.placement, ppo.gae_mode)
     "steptool": ("paper", "step"),
@@ -88,9 +92,10 @@ def get_config(arg: str = "steptool") -> ml_collections.ConfigDict:
     config.train.num_steps = 1200  # at 600 the policy had not learned to copy entities (~10% pass)
     config.checkpoint.every_steps = 10_000
     return config
-  if arg not in SWITCHES:
-    raise ValueError(f"configs/steptool_vs_baselines.py: unknown variant {arg!r}; expected sft or one of {METHODS}")
-  config.reward.placement, config.ppo.gae_mode = SWITCHES[arg]
+  if arg not in SWITCHES and arg != GROUP_METHOD:
+    raise ValueError(f"configs/steptool_vs_baselines.py: unknown variant {arg!r}; expected sft or one of"
+                     f" {METHODS + (GROUP_METHOD,)}")
+  config.reward.placement, config.ppo.gae_mode = SWITCHES.get(arg, SWITCHES["steptool"])
   # Intermediate rewards are the Contribution alone (0 or 1, each reference observation
   # counted once), not the paper's (SuccCalling + Contribution) / 2: with a policy that rarely
   # solves a task, 0.5 for every successful call made the return grow with the number of calls,
@@ -118,7 +123,23 @@ def get_config(arg: str = "steptool") -> ml_collections.ConfigDict:
   config.optim.learning_rate = 1e-4  # chosen on validation, seed 0 (docs/results.md)
   config.train.num_steps = 30  # 480 episodes per run
   config.checkpoint.every_steps = 10_000
+  if arg == GROUP_METHOD:
+    config.ppo.advantage_estimator = "group"
+    config.rollout.group_size = 4
+    config.ppo.vf_coef = 0.0
+    config.reward.kl_penalty = "low_var_kl"
   return config
+
+
+# The stability options of docs/results.md's study, as `--set` overrides of the PPO runs
+# (benchmarks/steptool_vs_baselines.py --options=NAME); each off in the paper's recipe.
+STABILITY_OPTIONS = {
+    "none": {},
+    "separate_critic": {"ppo.critic": "separate"},
+    "critic_warmup": {"ppo.critic_warmup_updates": 5},
+    "normalize": {"reward.normalize": "running"},
+    "clip_0.3": {"optim.max_grad_norm": 0.3},
+}
 
 
 def smoke_overrides() -> tuple[dict[str, object], dict[str, object]]:

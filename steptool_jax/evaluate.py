@@ -234,10 +234,7 @@ def cli_config(config: ml_collections.ConfigDict | None, workdir: str) -> EvalCo
   if config is None and not workdir:
     raise app.UsageError("--config or --workdir is required (e.g. --workdir=RUN_DIR, or"
                          " --config=configs/evaluate.py --config.policy.path=HF_DIR)")
-  if config is None:
-    from configs import evaluate as evaluate_config  # noqa: PLC0415 (the repository's default evaluation)
-    config = evaluate_config.get_config()
-  typed = parse_eval_config(config)
+  typed = EvalConfig() if config is None else parse_eval_config(config)  # --workdir: the run brings data and env
   if workdir:
     typed = dataclasses.replace(typed, policy=dataclasses.replace(typed.policy, kind="checkpoint", path=workdir))
     if not typed.output_dir:

@@ -102,24 +102,27 @@ def train_and_evaluate(config: RunConfig | ml_collections.ConfigDict, workdir: s
   steps_per_update = algorithm.optimizer_steps_per_update(run)
   tx = optimizer.make_optimizer(run.optim, num_steps * steps_per_update)
   trainable_keys = algorithm.trainable_collections(run)
+  critic = policy_init.initial_critic(run, policy, mesh)  # a separate critic (ppo.critic), else None
+  critic_tx = None if critic is None else optimizer.make_optimizer(run.optim, num_steps * steps_per_update)
   reward = run.reward
   create = functools.partial(
       create_train_state, optimizer=tx, trainable_keys=trainable_keys,
       kl=make_kl_controller(reward.kl_controller, reward.init_kl_coef, reward.kl_target, reward.kl_horizon),
-      master_dtype=jnp.dtype(run.model.master_dtype), keep_reference=lora is None and algorithm.keeps_reference)
+      master_dtype=jnp.dtype(run.model.master_dtype), keep_reference=lora is None and algorithm.keeps_reference,
+      critic_optimizer=critic_tx, normalize_rewards=reward.normalize == "running")
   run_key = policy_init.seed_key(run, policy_init.RUN_STREAM)
-  abstract = jax.eval_shape(create, policy.variables, run_key)
+  abstract = jax.eval_shape(create, policy.variables, run_key, critic)
   shardings = state_shardings(abstract, model_config=model_config, lora=lora, mesh=mesh, optimizer=tx,
-                              trainable_keys=trainable_keys)
+                              trainable_keys=trainable_keys, critic_optimizer=critic_tx)
   checkpointer = checkpointing.Checkpointer(workdir, every_steps=run.checkpoint.every_steps,
                                             keep=run.checkpoint.keep, async_save=run.checkpoint.async_save)
   state, start_step = checkpointing.restore_or_create(checkpointer, create, policy.variables, run_key, abstract,
                                                       shardings, trainable_keys, source=source,
-                                                      batch_rows=run.batch.size)
-  del policy  # the state holds what is still needed
+                                                      batch_rows=run.batch.size, critic=critic)
+  del policy, critic  # the state holds what is still needed
 
   # --- The jitted update ---------------------------------------------------------------------
-  update = algorithm.make_update(model_config, lora, run, tx, trainable_keys)
+  update = algorithm.make_update(model_config, lora, run, tx, trainable_keys, critic_tx)
   update = jax.jit(update, in_shardings=(shardings, batch_shardings(source.keys, mesh), replicated(mesh)),
                    out_shardings=(shardings, replicated(mesh)), donate_argnums=(0,))
 

@@ -68,6 +68,24 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, data_cache):
     assert m["policy_loss_last_epoch"] < -1e-3
 
 
+def test_a_resumed_run_with_the_stability_options_equals_an_uninterrupted_one(tmp_path, data_cache):
+  """A separate LoRA critic (its adapters and optimizer state), its warm-up and the running
+  reward statistics are state: killed after step 3 (checkpoint at 2) and resumed, the run
+  ends exactly where an uninterrupted one does."""
+  config = tiny_run_config(data_cache, "lora", ppo__critic="separate", ppo__critic_warmup_updates=2,
+                           reward__normalize="running")
+  straight = train.train_and_evaluate(config, tmp_path / "straight", devices=ONE_DEVICE)
+  train.train_and_evaluate(config, tmp_path / "resumed", devices=ONE_DEVICE, halt_at_step=3)
+  resumed = train.train_and_evaluate(config, tmp_path / "resumed", devices=ONE_DEVICE)
+  assert resumed.step == straight.step == 4
+  for part in ("policy", "critic", "critic_opt_state", "reward_stats", "opt_state"):
+    jax.tree.map(np.testing.assert_array_equal, getattr(resumed.state, part), getattr(straight.state, part))
+  assert read_metrics(tmp_path / "resumed") == read_metrics(tmp_path / "straight")
+  metrics = read_metrics(tmp_path / "straight")
+  assert [m["critic/warmup"] for m in metrics] == [1.0, 1.0, 0.0, 0.0]
+  assert metrics[-1]["reward/normalizer_std"] > 0 and "critic/grad_norm" in metrics[-1]
+
+
 def test_nan_is_reported_and_never_checkpointed(tmp_path, data_cache):
   # A KL coefficient of 1e38 turns the first non-zero KL (step 2: at step 1 the policy is
   # its own reference) into returns of ~1e38 and an infinite value loss. (The coefficient

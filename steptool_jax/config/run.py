@@ -41,6 +41,9 @@ ALGORITHMS = ("ppo", "sft")  # python -m steptool_jax.train | python -m steptool
 ENTRY_POINTS = {"ppo": "steptool_jax.train", "sft": "steptool_jax.sft"}
 ADVANTAGE_ESTIMATORS = ("gae", "group")  # trainer.updates.advantages
 ROLLOUT_MODES = ("offline", "online")
+CRITICS = ("shared", "separate")  # trainer.updates.ppo
+OLD_LOGP = ("recompute", "behaviour")
+REWARD_NORMALIZATION = ("none", "running")
 SCHEDULES = ("constant", "linear", "cosine")  # trainer.optimizer
 DISTRIBUTED = ("auto", "on", "off")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -192,9 +195,25 @@ class PPOSection:
   vf_coef: float = 0.1
   entropy_coef: float = 0.0
   ratio_threshold: float = 10.0  # a micro-batch whose mean ratio exceeds this is skipped
+  # shared: the value head on the policy's trunk (the original); separate: a critic with its own
+  # trunk (under LoRA: the same frozen base with its own adapters; without: a full copy of the
+  # starting weights) and head, trained by the value loss only, with its own optimizer state.
+  critic: str = "shared"
+  # The first N updates train only the critic (separate: the whole critic; shared: the value
+  # head alone); the policy and the KL coefficient do not move.
+  critic_warmup_updates: int = 0
+  # recompute: old log-probs from a forward of the current policy over the batch (the
+  # original); behaviour: the log-probs the rollout sampled with (online only; skips the
+  # policy's log-prob forward of the rollout statistics).
+  old_logp: str = "recompute"
 
   def __post_init__(self):
     schema.positive("epochs", self.epochs)
+    schema.one_of("critic", self.critic, CRITICS)
+    if isinstance(self.critic_warmup_updates, bool) or not isinstance(self.critic_warmup_updates, int) or (
+        self.critic_warmup_updates < 0):
+      raise ConfigError("critic_warmup_updates", f"expected an integer >= 0, found {self.critic_warmup_updates!r}")
+    schema.one_of("old_logp", self.old_logp, OLD_LOGP)
     schema.number("gamma", self.gamma, low=0.0, high=1.0)
     schema.number("lam", self.lam, low=0.0, high=1.0)
     schema.one_of("gae_mode", self.gae_mode, GAE_MODES)
@@ -216,6 +235,11 @@ class RewardSection:
   """
 
   placement: str = "paper"
+  # none | running: step rewards divided by the running std of the episodes' returns (the sum of
+  # a row's step rewards) over every batch so far; the KL term keeps its scale. The state is
+  # checkpointed. Returns that add up to several per episode (StepTool's summed step rewards)
+  # are then on the scale of a final-reward run's.
+  normalize: str = "none"
   kl_penalty: str = "kl"  # kl | abs | mse | low_var_kl
   kl_controller: str = "adaptive"  # adaptive | fixed
   init_kl_coef: float = 0.3
@@ -224,6 +248,7 @@ class RewardSection:
 
   def __post_init__(self):
     schema.one_of("placement", self.placement, WEIGHTINGS)
+    schema.one_of("normalize", self.normalize, REWARD_NORMALIZATION)
     schema.one_of("kl_penalty", self.kl_penalty, KL_PENALTIES)
     schema.one_of("kl_controller", self.kl_controller, KL_CONTROLLERS)
     schema.positive("init_kl_coef", self.init_kl_coef, allow_zero=True)
@@ -374,11 +399,22 @@ class RunConfig:
       if self.ppo.vf_coef != 0:
         raise ConfigError("ppo.vf_coef", f"'group' advantages train no value head; expected 0, found"
                                          f" {self.ppo.vf_coef!r}")
+      if self.ppo.critic != "shared" or self.ppo.critic_warmup_updates:
+        raise ConfigError("ppo.critic", "'group' advantages use no critic; expected critic='shared' and"
+                                        f" critic_warmup_updates=0, found {self.ppo.critic!r} and"
+                                        f" {self.ppo.critic_warmup_updates}")
+    if self.ppo.old_logp == "behaviour" and not self.online:
+      raise ConfigError("ppo.old_logp", "'behaviour' log-probs come from online rollouts; expected"
+                                        f" rollout.mode='online' (and algorithm 'ppo'), found {self.rollout.mode!r}")
 
   @property
   def online(self) -> bool:
     """PPO on episodes the current policy plays (`rollout.mode = "online"`)."""
     return self.algorithm == "ppo" and self.rollout.mode == "online"
+
+  @property
+  def separate_critic(self) -> bool:
+    return self.algorithm == "ppo" and self.ppo.critic == "separate"
 
   @property
   def entry_point(self) -> str:

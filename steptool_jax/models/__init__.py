@@ -15,7 +15,7 @@ from steptool_jax.models.logprobs import chunked_token_logprobs
 from steptool_jax.models.lora import merge_lora
 from steptool_jax.models.policy import (
     Policy, TokenScores, abstract_variables, init_lora_params, init_policy, init_value_head_params,
-    score_tokens, trunk_variables)
+    score_tokens, token_values, trunk_variables)
 from steptool_jax.models.pretrained import load_pretrained, read_model_config, save_pretrained, variable_shardings
 from steptool_jax.models.value_head import ValueHead
 
@@ -25,5 +25,6 @@ __all__ = [
     "abstract_variables", "chunked_token_logprobs", "generate", "generate_with_policy", "init_cache",
     "init_lora_params", "init_policy", "init_value_head_params", "left_pad", "load_gguf_tokenizer", "load_pretrained",
     "merge_lora", "preset", "read_model_config", "save_pretrained", "score_tokens", "stop_sequences_from_strings",
+    "token_values",
     "trunk_variables", "variable_shardings",
 ]

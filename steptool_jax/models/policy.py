@@ -75,6 +75,18 @@ def score_tokens(model: CausalLM, variables: Variables, input_ids: jnp.ndarray,
                      values=values)
 
 
+def token_values(model: CausalLM, variables: Variables, value_head_params: Any, input_ids: jnp.ndarray,
+                 attention_mask: jnp.ndarray, *, value_head: ValueHead | None = None,
+                 rngs: dict[str, jax.Array] | None = None) -> jnp.ndarray:
+  """`[B, T]` values of a critic with its own trunk (`variables`: `params` and optional
+  `lora`) and head, aligned like `score_tokens`'s; no LM head is computed."""
+  hidden, _ = model.apply(trunk_variables(variables, True), input_ids, attention_mask,
+                          method=CausalLM.hidden_states, rngs=rngs)
+  head = value_head if value_head is not None else ValueHead()
+  values = head.apply({"params": value_head_params}, predecessor_states(hidden), rngs=rngs)
+  return values * predicted_mask(attention_mask)
+
+
 # --- Initialisation ---------------------------------------------------------------------------
 
 def _dummy_inputs() -> tuple[jnp.ndarray, jnp.ndarray]:

@@ -29,8 +29,9 @@ from steptool_jax.trainer.sources.online import make_online_source
 from steptool_jax.trainer.updates.ppo import UpdateFn, make_ppo_update
 from steptool_jax.trainer.updates.sft import make_sft_update
 
-MakeUpdate = Callable[[ModelConfig, LoraConfig | None, RunConfig, optax.GradientTransformation, tuple[str, ...]],
-                      UpdateFn]
+# make_update(model_config, lora, config, optimizer, trainable_keys, critic_optimizer) -> UpdateFn
+MakeUpdate = Callable[[ModelConfig, LoraConfig | None, RunConfig, optax.GradientTransformation, tuple[str, ...],
+                       optax.GradientTransformation | None], UpdateFn]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +47,9 @@ class Algorithm:
   optimizer_steps_per_update: Callable[[RunConfig], int]
 
   def trainable_collections(self, config: RunConfig) -> tuple[str, ...]:
-    return optimizer.trainable_collections(lora=config.model.lora.enabled, value_head=self.trains_value_head)
+    """The policy's trained collections (a separate critic trains its own value head)."""
+    return optimizer.trainable_collections(lora=config.model.lora.enabled,
+                                           value_head=self.trains_value_head and not config.separate_critic)
 
 
 def _ppo_source(config: RunConfig, tokenizer: Any, policy: Policy, *, cache_dir: pathlib.Path,

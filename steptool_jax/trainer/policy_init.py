@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -39,7 +40,7 @@ from steptool_jax.trainer.run import checkpointing
 TOKENIZER_SIZED_PRESETS = ("tiny", "tiny_wide")
 
 # Fold-in constants that split the run's seed into independent streams.
-INIT_STREAM, LORA_STREAM, RUN_STREAM = 0, 1, 2
+INIT_STREAM, LORA_STREAM, RUN_STREAM, CRITIC_STREAM = 0, 1, 2, 3
 
 
 def random_model_config(config: RunConfig, vocab_size: int) -> ModelConfig:
@@ -149,3 +150,23 @@ def initial_policy(config: RunConfig, vocab_size: int, mesh: Mesh) -> Policy:
                      out_shardings=shardings[LORA_COLLECTION])(seed_key(config, LORA_STREAM))
   variables = {**flax.core.unfreeze(policy.variables), LORA_COLLECTION: adapters}
   return Policy(config=policy.config, variables=variables, lora=lora)
+
+
+def initial_critic(config: RunConfig, policy: Policy, mesh: Mesh) -> dict[str, Any] | None:
+  """A separate critic's starting variables on `mesh` (`ppo.critic = "separate"`), else None.
+
+  Under LoRA: fresh adapters of its own (seeded apart from the policy's; B = 0, so its trunk
+  starts as the frozen base) and a fresh value head; no second copy of the base. Without
+  LoRA: the policy's starting weights and value head, copied (as tunix does).
+  """
+  if not config.separate_critic:
+    return None
+  shardings = variable_shardings(policy.config, policy.lora, mesh)
+  head = policy.variables.get("value_head")
+  if head is None or policy.lora is not None:
+    head = jax.device_put(init_value_head_params(policy.config), shardings["value_head"])
+  if policy.lora is None:
+    return {"params": policy.variables["params"], "value_head": head}
+  adapters = jax.jit(lambda rng: init_lora_params(policy.config, policy.lora, rng),
+                     out_shardings=shardings[LORA_COLLECTION])(seed_key(config, CRITIC_STREAM))
+  return {LORA_COLLECTION: adapters, "value_head": head}

@@ -59,17 +59,20 @@ def single_device_mesh():
 
 
 def jitted_update(mesh, policy, *, tx, keys, lora=None, settings=SETTINGS, keep_reference=True,
-                  batch_keys=STEP_GRAINED_KEYS):
-  """`(step, state)`: the update jitted as train.py jits it, and a fresh state on `mesh`."""
-  update = make_ppo_update(TINY, lora, settings, tx, keys)
-  create = lambda variables, rng: create_train_state(
-      variables, rng, optimizer=tx, trainable_keys=keys, kl=adaptive_kl_controller(KL_COEF, 6.0, 10000.0),
-      master_dtype=jnp.float32, keep_reference=keep_reference)
-  abstract = jax.eval_shape(create, policy.variables, jax.random.key(0))
-  shardings = state_shardings(abstract, model_config=TINY, lora=lora, mesh=mesh, optimizer=tx, trainable_keys=keys)
+                  batch_keys=STEP_GRAINED_KEYS, critic=None, critic_tx=None):
+  """`(step, state)`: the update jitted as train.py jits it, and a fresh state on `mesh`
+  (`critic`, `critic_tx`: a separate critic's starting variables and optimizer)."""
+  update = make_ppo_update(TINY, lora, settings, tx, keys, critic_tx)
+  create = lambda variables, rng, critic: create_train_state(
+      variables, rng, critic, optimizer=tx, trainable_keys=keys, kl=adaptive_kl_controller(KL_COEF, 6.0, 10000.0),
+      master_dtype=jnp.float32, keep_reference=keep_reference, critic_optimizer=critic_tx,
+      normalize_rewards=settings.reward.normalize == "running")
+  abstract = jax.eval_shape(create, policy.variables, jax.random.key(0), critic)
+  shardings = state_shardings(abstract, model_config=TINY, lora=lora, mesh=mesh, optimizer=tx, trainable_keys=keys,
+                              critic_optimizer=critic_tx)
   batch_shardings = {k: spec_sharding(BATCH_AXES[k], mesh) for k in batch_keys}
   with sharding_context(mesh):
-    state = jax.jit(create, out_shardings=shardings)(policy.variables, jax.random.key(0))
+    state = jax.jit(create, out_shardings=shardings)(policy.variables, jax.random.key(0), critic)
     if keep_reference:
       state = state.replace(reference=jax.tree.map(lambda x: x * REFERENCE_SHIFT, state.reference))
     jitted = jax.jit(update, in_shardings=(shardings, batch_shardings, replicated(mesh)),

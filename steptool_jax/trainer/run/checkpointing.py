@@ -40,13 +40,16 @@ CHECKPOINT_DIR = "checkpoints"
 ITEMS = ("policy", "train_state", "progress", "config")
 
 
+# TrainState fields saved in `train_state` when the run has them (a separate critic, running
+# reward statistics); runs without them save (and restore) exactly the older layout.
+OPTIONAL_STATE = ("critic", "critic_opt_state", "reward_stats")
+
+
 def saved_parts(state: TrainState, trainable_keys: tuple[str, ...]) -> dict[str, Any]:
   """The two array items of a checkpoint (works on states of arrays, abstracts or shardings)."""
-  return {
-      "policy": {k: state.policy[k] for k in trainable_keys},
-      "train_state": {"step": state.step, "opt_state": state.opt_state, "kl_coef": state.kl.value,
-                      "rng": state.rng},
-  }
+  train_state = {"step": state.step, "opt_state": state.opt_state, "kl_coef": state.kl.value, "rng": state.rng}
+  train_state.update({name: getattr(state, name) for name in OPTIONAL_STATE if getattr(state, name) is not None})
+  return {"policy": {k: state.policy[k] for k in trainable_keys}, "train_state": train_state}
 
 
 def checkpoint_dir(workdir: str | os.PathLike[str]) -> pathlib.Path:
@@ -111,7 +114,8 @@ def restore_into(state_template: TrainState, restored: Mapping[str, Any]) -> Tra
   train = restored["train_state"]
   return state_template.replace(
       step=train["step"], policy={**state_template.policy, **restored["policy"]}, opt_state=train["opt_state"],
-      kl=state_template.kl.replace(value=train["kl_coef"]), rng=train["rng"])
+      kl=state_template.kl.replace(value=train["kl_coef"]), rng=train["rng"],
+      **{name: train[name] for name in OPTIONAL_STATE if name in train})
 
 
 def is_run_directory(path: str | os.PathLike[str]) -> bool:
@@ -146,20 +150,20 @@ def read_run_config(checkpointer: Checkpointer, step: int) -> RunConfig:
   return parse_run_config(checkpointer.read_config(step))
 
 
-def restore_or_create(checkpointer: Checkpointer, create: Callable[[Any, jax.Array], TrainState], policy: Any,
+def restore_or_create(checkpointer: Checkpointer, create: Callable[..., TrainState], policy: Any,
                       rng: jax.Array, abstract: TrainState, shardings: TrainState, trainable_keys: tuple[str, ...],
-                      *, source: Any, batch_rows: int) -> tuple[TrainState, int]:
+                      *, source: Any, batch_rows: int, critic: Any = None) -> tuple[TrainState, int]:
   """`(state, step)`: the latest checkpoint's state, or a fresh one at step 0.
 
   Either way the state lands directly in `shardings`. A fresh state is `create(policy,
-  rng)` under jit; a restored one reads the saved parts straight into their shardings and
+  rng, critic)` under jit (`critic`: a separate critic's starting variables, or None); a restored one reads the saved parts straight into their shardings and
   takes the frozen parts (the base under LoRA, the reference copy) from `policy`, the
   run's rebuilt starting point. The data must be the data that run saw (same rows and
   batch size), or the resumed run would not continue it.
   """
   step = checkpointer.latest_step()
   if step is None:
-    return jax.jit(create, out_shardings=shardings)(policy, rng), 0
+    return jax.jit(create, out_shardings=shardings)(policy, rng, critic), 0
   target = sharded_abstract(saved_parts(abstract, trainable_keys), saved_parts(shardings, trainable_keys))
   restored = checkpointer.restore(step, target)
   progress = restored["progress"]

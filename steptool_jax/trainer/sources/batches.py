@@ -27,11 +27,12 @@ Batch = dict[str, np.ndarray]
 BATCH_AXES: Mapping[str, tuple[str | None, ...]] = {
     "input_ids": ("batch", "length"), "attention_mask": ("batch", "length"), "action_mask": ("batch", "length"),
     "step_ids": ("batch", "length"), "loss_mask": ("batch", "length"), "step_rewards": ("batch", None),
-    "num_steps": ("batch",), "group_ids": ("batch",),
+    "num_steps": ("batch",), "group_ids": ("batch",), "behaviour_logp": ("batch", "length"),
 }
 
 STEP_GRAINED_KEYS = ("input_ids", "attention_mask", "action_mask", "step_ids", "step_rewards", "num_steps")
 ONLINE_KEYS = STEP_GRAINED_KEYS + ("group_ids",)  # rollouts of the same task share a group id
+BEHAVIOUR_KEYS = ONLINE_KEYS + ("behaviour_logp",)  # ppo.old_logp = "behaviour": the rollout's own log-probs
 SFT_KEYS = ("input_ids", "attention_mask", "loss_mask")
 
 

@@ -32,7 +32,7 @@ from steptool_jax.models.policy import Policy
 from steptool_jax.rollout.collect import RolloutSettings, collect, rollout_settings_of
 from steptool_jax.rollout.policies import model_policy, width_buckets
 from steptool_jax.rollout.stopping import ActionStops, action_stops
-from steptool_jax.trainer.sources.batches import ONLINE_KEYS, Batch, check_index, epoch_order
+from steptool_jax.trainer.sources.batches import BEHAVIOUR_KEYS, ONLINE_KEYS, Batch, check_index, epoch_order
 from steptool_jax.trainer.sources.offline import Collate, pad_id_of, step_grained_collate
 
 
@@ -88,6 +88,11 @@ class OnlineSource:
     group_ids = np.full(rows, -1, np.int32)  # padding rows: a group of their own (no advantage)
     group_ids[:len(examples)] = [e["group_id"] for e in examples]
     batch["group_ids"] = group_ids
+    if "behaviour_logp" in self.keys:  # aligned with input_ids; 0 off the actions and on padding
+      logp = np.zeros((rows, width), np.float32)
+      for i, example in enumerate(examples):
+        logp[i, :len(example["behaviour_logp"])] = example["behaviour_logp"]
+      batch["behaviour_logp"] = logp
     return batch, collected.stats()
 
 
@@ -110,4 +115,4 @@ def make_online_source(config: RunConfig, tokenizer: Any, policy: Policy, *, loc
       widths=width_buckets(data.max_context_len, rollout.width_bucket),
       generation_batch=rollout.generation_batch or config.batch.size,
       collate=step_grained_collate(pad_id_of(tokenizer), config.env.max_steps), local_rows=local_rows,
-      counters=counters)
+      counters=counters, keys=BEHAVIOUR_KEYS if config.ppo.old_logp == "behaviour" else ONLINE_KEYS)

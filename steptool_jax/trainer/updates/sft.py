@@ -27,7 +27,9 @@ from steptool_jax.trainer.updates.ppo import UpdateFn
 from steptool_jax.trainer.updates.rows import constrain_rows, rows_in_batch, strided_split
 
 def make_sft_update(model_config: ModelConfig, lora: LoraConfig | None, config: RunConfig,
-                    optimizer: optax.GradientTransformation, trainable_keys: tuple[str, ...]) -> UpdateFn:
+                    optimizer: optax.GradientTransformation, trainable_keys: tuple[str, ...],
+                    critic_optimizer: optax.GradientTransformation | None = None) -> UpdateFn:
+  del critic_optimizer  # SFT trains no critic
   dropout = lora is not None and lora.dropout > 0
   model = CausalLM(model_config, lora, deterministic=not dropout)
   grad_accum_steps, chunk_size = config.batch.grad_accum_steps, config.model.logits_chunk
