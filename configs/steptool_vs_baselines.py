@@ -30,6 +30,8 @@ METHODS = ("ppo_final", "steptool", "no_step_reward", "no_step_optimisation")
 # 4 rollouts of each of 4 tasks (the same 16 episodes per update), no value head, the KL a loss
 # term (k3, the usual estimator for a KL loss).
 GROUP_METHOD = "steptool_group"
+# What benchmarks/steptool_vs_baselines.py runs by default with this config (--preset=miniature).
+BENCHMARK = {"sft_variant": "sft", "methods": METHODS, "seeds": (0, 1, 2)}
 EVAL_EPISODES = 80  # per split and policy (greedy): all of validation and test
 SWITCHES = {  # method -> (reward.placement, ppo.gae_mode)
     "steptool": ("paper", "step"),

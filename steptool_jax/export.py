@@ -1,11 +1,15 @@
 """Export a trained policy (or a GGUF model) as a Hugging Face directory that inference servers load.
 
-    python -m steptool_jax.export --checkpoint=WORKDIR/checkpoints/1000/state \
+    python -m steptool_jax.export --checkpoint=WORKDIR --output=WORKDIR/hf      # a run of ours, its latest step
+    python -m steptool_jax.export --checkpoint=WORKDIR/checkpoints/1000/policy --params_key= \
         --base_model=/ckpt/ToolLLaMA-2-7b-v2 --output=/export/steptool-toolllama
     python -m steptool_jax.export --checkpoint=/models/SmolLM2-135M-Instruct.Q4_1.gguf \
         --output=/export/smollm2 --dtype=float32
 
 `--checkpoint` is either
+  * a run directory of ours (`python -m steptool_jax.train` / `sft --workdir`): its latest
+    policy rebuilt from the run's own config (base model, init_from, adapters merged) and its
+    tokenizer (the built-in one, the model's, or the configured directory); or
   * an Orbax checkpoint item (a directory `orbax.checkpoint.StandardCheckpointer` reads)
     whose tree holds the policy variables `{"params"?, "lora"?, "value_head"?}` at
     `--params_key` (a dotted path, default `params`). When `params` is absent (LoRA runs
@@ -110,6 +114,29 @@ def policy_from_checkpoint(checkpoint: str, base_model: str | None, params_key: 
   return Policy(config=base.config, variables=merged_vars, lora=lora), base_model
 
 
+def policy_of_run(workdir: str) -> tuple[Policy, Any]:
+  """The latest policy of one of our runs (adapters merged, the run's numerics) and its tokenizer."""
+  from steptool_jax.models.tokenizer import load_tokenizer  # noqa: PLC0415
+  from steptool_jax.parallel import make_mesh  # noqa: PLC0415
+  from steptool_jax.trainer import policy_init  # noqa: PLC0415
+  run = policy_init.run_config(workdir)
+  tokenizer = load_tokenizer(run.tokenizer, run.model.path)
+  mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.local_devices()[:1])
+  return policy_init.policy_of_run(workdir, len(tokenizer), mesh), tokenizer
+
+
+def save_tokenizer(tokenizer: Any, output: str | pathlib.Path) -> list[str]:
+  """A transformers tokenizer's files into `output`, loadable by transformers 4 and 5 alike."""
+  written = tokenizer.save_pretrained(output)
+  # transformers 5 records its own class name, which transformers 4 (and the servers pinned
+  # to it) cannot resolve; the generic fast tokenizer class loads the same tokenizer.json in both.
+  config_file = pathlib.Path(output) / "tokenizer_config.json"
+  tokenizer_config = json.loads(config_file.read_text())
+  tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+  config_file.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
+  return sorted(pathlib.Path(f).name for f in written)
+
+
 def write_tokenizer(source: str, output: str | pathlib.Path) -> list[str]:
   """The tokenizer of `source` into `output`: converted from a GGUF file's metadata (written by
   `save_pretrained`, chat template included), or the tokenizer files of an HF directory copied."""
@@ -125,24 +152,27 @@ def write_tokenizer(source: str, output: str | pathlib.Path) -> list[str]:
     except DataError as e:
       logging.warning("no tokenizer written: %s", e)
       return []
-    written = tokenizer.save_pretrained(output)
-    # transformers 5 records its own class name, which transformers 4 (and the servers pinned
-    # to it) cannot resolve; the generic fast tokenizer class loads the same tokenizer.json in both.
-    config_file = pathlib.Path(output) / "tokenizer_config.json"
-    tokenizer_config = json.loads(config_file.read_text())
-    tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config_file.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
-    return sorted(pathlib.Path(f).name for f in written)
+    return save_tokenizer(tokenizer, output)
   return hf_io.copy_tokenizer_files(source, output)
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  policy, tokenizer_source = policy_from_checkpoint(_CHECKPOINT.value, _BASE_MODEL.value, _PARAMS_KEY.value,
-                                                    _LORA_ALPHA.value)
+  from steptool_jax.trainer.run.checkpointing import is_run_directory  # noqa: PLC0415
+  tokenizer = tokenizer_source = None
+  if is_run_directory(_CHECKPOINT.value):
+    policy, tokenizer = policy_of_run(_CHECKPOINT.value)
+  else:
+    policy, tokenizer_source = policy_from_checkpoint(_CHECKPOINT.value, _BASE_MODEL.value, _PARAMS_KEY.value,
+                                                      _LORA_ALPHA.value)
   out = save_pretrained(policy, _OUTPUT.value, dtype=_DTYPE.value,
                         max_shard_bytes=int(_MAX_SHARD_GB.value * 2**30))
-  written = write_tokenizer(tokenizer_source, out) if tokenizer_source and jax.process_index() == 0 else []
+  written = []
+  if jax.process_index() == 0:
+    if tokenizer is not None:
+      written = save_tokenizer(tokenizer, out)
+    elif tokenizer_source:
+      written = write_tokenizer(tokenizer_source, out)
   logging.info("exported %s (%s, %d params) to %s; tokenizer files: %s", _CHECKPOINT.value,
                _DTYPE.value, policy.config.num_params(), out, written or "none")
 

@@ -1,4 +1,4 @@
-"""`python -m steptool_jax.export`: an Orbax LoRA checkpoint (on an HF or a GGUF base), or a GGUF file,
+"""`python -m steptool_jax.export`: a run directory of ours, an Orbax LoRA checkpoint (on an HF or a GGUF base), or a GGUF file,
 -> a merged HF directory."""
 
 from __future__ import annotations
@@ -82,3 +82,38 @@ def test_a_gguf_checkpoint_is_exported_as_it_is(tmp_path):
   assert not (out / "value_head.safetensors").exists()
   jax.tree.map(np.testing.assert_array_equal, load_pretrained(out).variables["params"],
                load_pretrained(tiny.path).variables["params"])
+
+
+def test_a_run_directory_exports_its_merged_policy_and_its_tokenizer(tmp_path):
+  """`--checkpoint=WORKDIR` (what the end-of-run summary suggests): one LoRA SFT step of the
+  tiny config, exported; Hugging Face's PyTorch model of the export gives the logits of the
+  run's own trained policy (adapters merged by hand here), and its tokenizer is the run's."""
+  import torch  # noqa: PLC0415
+  from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+
+  from steptool_jax import train  # noqa: PLC0415
+  from steptool_jax.config.run import parse_run_config  # noqa: PLC0415
+  from steptool_jax.envs.builtin_tokenizer import load_tokenizer  # noqa: PLC0415
+  from steptool_jax.trainer import policy_init  # noqa: PLC0415
+  from tests.trainer.fixtures import tiny_run_config  # noqa: PLC0415
+
+  config = tiny_run_config(tmp_path / "cache", "sft,lora", train__num_steps=1, log__tensorboard=False,
+                           optim__learning_rate=0.05)
+  result = train.train_and_evaluate(config, tmp_path / "run", devices=jax.devices()[:1])
+  run = parse_run_config(config)
+  vocab = result.state.policy["params"]["embed"]["embedding"].shape[0]
+  trained = Policy(config=policy_init.random_model_config(run, vocab), variables=result.state.policy,
+                   lora=run.model.lora.lora_config())
+
+  out = tmp_path / "hf"
+  env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+  subprocess.run([sys.executable, "-m", "steptool_jax.export", f"--checkpoint={tmp_path / 'run'}", f"--output={out}",
+                  "--dtype=float32"], check=True, cwd=REPO, env=env, timeout=300)
+
+  ids = np.arange(1, 33, dtype=np.int32).reshape(2, 16)
+  with torch.no_grad():
+    theirs = AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.float32)(torch.tensor(ids)).logits.numpy()
+  np.testing.assert_allclose(theirs, np.asarray(trained.logits(ids)), atol=2e-4, rtol=1e-4)
+  text = "Thought: call get_weather\nAction: get_weather"
+  assert AutoTokenizer.from_pretrained(out).encode(text, add_special_tokens=False) == load_tokenizer().encode(
+      text, add_special_tokens=False)
