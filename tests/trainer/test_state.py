@@ -58,8 +58,9 @@ def test_create_train_state_keeps_a_real_copy_of_the_reference():
   policy = dict(lora_policy().variables)
   del policy["lora"]
   tx = optax.sgd(0.1)
-  state = jax.jit(lambda p, r: create_train_state(p, r, optimizer=tx, trainable_keys=("params", "value_head"),
-                                                  kl=KL, master_dtype=jnp.float32, keep_reference=True))(policy, jax.random.key(0))
+  create = lambda p, r: create_train_state(p, r, optimizer=tx, trainable_keys=("params", "value_head"), kl=KL,
+                                           master_dtype=jnp.float32, keep_reference=True)
+  state = jax.jit(create)(policy, jax.random.key(0))
   jax.tree.map(lambda ref, p: np.testing.assert_array_equal(np.asarray(ref), np.asarray(p)), state.reference,
                state.policy["params"])
   # Distinct buffers: the update donates the policy's params, the reference must survive that.
