@@ -122,3 +122,54 @@ def test_online_critic_free_run_trains_on_its_own_rollouts(tmp_path):
   # and the critic-free path has no value target.
   assert metrics["advantages/mean"] == 0.0 and metrics["advantages/std"] == 0.0 and metrics["returns/mean"] == 0.0
   assert np.isfinite(metrics["loss"])
+
+
+# --- process slices of an online batch (multi-process runs) -----------------------------------------
+
+
+def _sliced_source(monkeypatch, num_tasks: int, local_rows: slice):
+  """An `OnlineSource` whose rollouts are faked (no model): group g's episodes have 10 + 30 g
+  tokens, so the groups of a batch need different length buckets."""
+  import types  # noqa: PLC0415
+
+  from steptool_jax.envs.settings import EnvSettings  # noqa: PLC0415
+  from steptool_jax.trainer.sources import online  # noqa: PLC0415
+  from steptool_jax.trainer.sources.offline import step_grained_collate  # noqa: PLC0415
+
+  def fake_collect(tasks, acting, tokenizer, settings, *, rows):
+    groups = [g for g in range(len(tasks)) for _ in range(settings.group_size)][rows]
+    examples = []
+    for g in groups:
+      length = 10 + 30 * g
+      examples.append({"input_ids": list(range(1, length + 1)), "action_mask": [0] * (length - 2) + [1, 1],
+                       "step_ids": [-1] * (length - 2) + [0, 0], "step_rewards": [1.0], "num_steps": 1,
+                       "group_id": g})
+    return types.SimpleNamespace(examples=tuple(examples), stats=lambda: {"rollout/episodes": float(len(groups))})
+
+  monkeypatch.setattr(online, "collect", fake_collect)
+  monkeypatch.setattr(online, "model_policy", lambda *args, **kwargs: None)
+  tasks = EnvSettings(num_tasks=20).tasks()["train"][:num_tasks]
+  return online.OnlineSource(
+      tasks=tasks, tokenizer=None, model_config=tiny_policy().config, lora=None,
+      settings=types.SimpleNamespace(group_size=GROUP, template="toolllama"), sampling=None, stops=None,
+      batch_size=BATCH, seed=0, buckets=(16, 32, 64), widths=(64,), generation_batch=BATCH,
+      collate=step_grained_collate(0, MAX_STEPS), local_rows=local_rows)
+
+
+@pytest.mark.xfail(strict=True, reason="OnlineSource.batch takes max() over this process's examples: a process"
+                   " holding none of the short last batch's rows fails (max() arg is an empty sequence)")
+def test_a_process_without_rows_of_the_short_last_batch_collates_padding(monkeypatch):
+  source = _sliced_source(monkeypatch, 7, slice(2, 4))  # 7 tasks: the last batch is 1 task, rows 0-1
+  batch, _ = source.batch(0, 3, {})
+  assert batch["input_ids"].shape[0] == 2 and not batch["attention_mask"].any()
+  np.testing.assert_array_equal(batch["group_ids"], [-1, -1])
+
+
+@pytest.mark.xfail(strict=True, reason="OnlineSource.batch chooses the width bucket from this process's rows only:"
+                   " processes pad one global batch to different widths (device_batch needs one shape)")
+def test_process_slices_of_an_online_batch_share_the_width_of_the_whole(monkeypatch):
+  whole, _ = _sliced_source(monkeypatch, 8, slice(0, BATCH)).batch(0, 0, {})
+  parts = [_sliced_source(monkeypatch, 8, rows).batch(0, 0, {})[0] for rows in (slice(0, 2), slice(2, 4))]
+  assert [part["input_ids"].shape[1] for part in parts] == [whole["input_ids"].shape[1]] * 2
+  for key in whole:
+    np.testing.assert_array_equal(np.concatenate([part[key] for part in parts]), whole[key])
