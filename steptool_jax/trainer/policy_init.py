@@ -125,11 +125,11 @@ def policy_of_run(workdir: str | os.PathLike[str], vocab_size: int, mesh: Mesh) 
 
 def _starting_policy(config: RunConfig, vocab_size: int, mesh: Mesh) -> Policy:
   """The policy before this run's own adapters: merged, with a value head."""
-  init_from = config.model.init_from
+  init_from = os.path.expanduser(config.model.init_from)
   if init_from and checkpointing.is_run_directory(init_from):
     return _policy_of_run(init_from, config, vocab_size, mesh)
   if init_from:
-    path = pathlib.Path(os.path.expanduser(init_from))
+    path = pathlib.Path(init_from)
     if not (path / "config.json").is_file() and not is_gguf(path):
       raise ValueError(f"model.init_from: expected a workdir of ours (with {checkpointing.CHECKPOINT_DIR}/), a"
                        f" Hugging Face directory (with config.json) or a GGUF file, found none at {init_from}")

@@ -24,6 +24,7 @@ from steptool_jax.data.formats import READERS, detect_format
 from steptool_jax.data.records import ROLES, Conversation, RewardAnnotation, StepGrainedRow, Trajectory
 from steptool_jax.data.stats import file_stats
 from steptool_jax.envs.generate import GenerateConfig, generate
+from steptool_jax.envs.settings import EnvSettings
 from steptool_jax.envs.tasks import Task, read_tasks
 from steptool_jax.rewards.judge.cache import RunCache
 
@@ -44,7 +45,8 @@ def base_files(reference_dir, tmp_path_factory):
   """name -> (kind, text): the reference files (JSON ones cut to their first records, so that
   edits land on records often) and a small generated data set."""
   generated = tmp_path_factory.mktemp("generated")
-  generate(generated, GenerateConfig(num_tasks=20, seed=1, mistake_rate=0.3, build_tfds=False))
+  generate(generated, GenerateConfig(EnvSettings(num_tasks=20, seed=1, mistake_rate=0.3), template="toolllama",
+                                            build_tfds=False))
   files = {}
   for root, names in ((reference_dir, REFERENCE_FILES), (generated, GENERATED_FILES)):
     for name, kind in names.items():

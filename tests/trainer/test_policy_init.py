@@ -104,8 +104,8 @@ def test_random_initial_policy_is_seeded_and_lora_leaves_the_base_alone():
 def test_init_from_a_directory_that_is_neither_a_run_nor_a_model(tmp_path):
   with pytest.raises(ValueError) as info:
     policy_init.initial_policy(run_config(model__init_from=str(tmp_path)), VOCAB, MESH)
-  assert str(info.value) == (f"model.init_from: expected a workdir of ours (with checkpoints/) or a Hugging Face"
-                             f" directory (with config.json), found neither at {tmp_path}")
+  assert str(info.value) == (f"model.init_from: expected a workdir of ours (with checkpoints/), a Hugging Face"
+                             f" directory (with config.json) or a GGUF file, found none at {tmp_path}")
 
 
 def test_a_run_directory_without_checkpoints_is_named_by_the_field(tmp_path):
@@ -114,8 +114,6 @@ def test_a_run_directory_without_checkpoints_is_named_by_the_field(tmp_path):
     policy_init.initial_policy(run_config(model__init_from=str(tmp_path)), VOCAB, MESH)
 
 
-@pytest.mark.xfail(strict=True, reason="_starting_policy tests is_run_directory(init_from) without expanduser: a"
-                   " run directory given as ~/... passes check_paths but is taken for neither a run nor a model")
 def test_init_from_a_run_directory_under_home(tmp_path, monkeypatch):
   monkeypatch.setenv("HOME", str(tmp_path))
   (tmp_path / "run" / "checkpoints").mkdir(parents=True)

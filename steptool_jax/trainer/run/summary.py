@@ -55,7 +55,8 @@ def summary_lines(workdir: str | os.PathLike[str], records: Sequence[dict[str, A
                   num_steps: int, steps_this_run: int, seconds: float, checkpoint: pathlib.Path | None) -> list[str]:
   """The summary of a run (module docstring)."""
   workdir = pathlib.Path(workdir)
-  speed = _mean(records[-steps_this_run:] if steps_this_run else [], "perf/tokens_per_s")
+  this_run = [r for r in records if isinstance(r.get("step"), int) and step - steps_this_run < r["step"] <= step]
+  speed = _mean(this_run, "perf/tokens_per_s")
   rate = f", {speed:,.0f} tokens/s" if speed is not None else ""
   lines = [f"{status} at step {step} of {num_steps} in {_duration(seconds)} ({steps_this_run} steps this run{rate})"]
   window = max(1, min(WINDOW, len(records) // 2))

@@ -183,9 +183,10 @@ def test_a_killed_run_resumes_without_asking_finished_trajectories_again(tmp_pat
                                cwd=REPO_ROOT, env={**os.environ, "OPENAI_API_KEY": KEY},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while not (cache.exists() and cache.read_text().count("\n") == 6):  # six whole lines
+    # Six whole lines cached and the next two requests arrived (they stall): kill it then.
+    while not (cache.exists() and cache.read_text().count("\n") == 6 and len(judge.requests) == 8):
       assert process.poll() is None, process.stderr.read().decode()
-      assert time.monotonic() < deadline, "the annotation run never cached six runs"
+      assert time.monotonic() < deadline, "the annotation run never cached six runs with two more in flight"
       time.sleep(0.02)
     process.kill()
     process.wait()

@@ -34,8 +34,9 @@ class FakeSource:
 
 
 def create(keys, keep_reference):
-  return lambda policy, rng: create_train_state(policy, rng, optimizer=TX, trainable_keys=keys, kl=KL,
-                                                master_dtype=jnp.float32, keep_reference=keep_reference)
+  return lambda policy, rng, critic=None: create_train_state(policy, rng, critic, optimizer=TX, trainable_keys=keys,
+                                                             kl=KL, master_dtype=jnp.float32,
+                                                             keep_reference=keep_reference)
 
 
 def trained_state(keys, keep_reference) -> TrainState:

@@ -57,7 +57,8 @@ def test_short_runs_average_fewer_steps_and_non_finite_values_are_skipped(tmp_pa
 def test_a_preempted_run_says_how_to_resume(tmp_path):
   lines = summary_lines(tmp_path, records(8), status="preempted", step=7, num_steps=20, steps_this_run=7,
                         seconds=59.6, checkpoint=tmp_path / "checkpoints" / "7")
-  assert lines[0] == "preempted at step 7 of 20 in 1m 00s (7 steps this run, 500 tokens/s)"
+  # Step 8's record (an earlier run's, past this run's last step) is not this run's: 100 x mean(1..7).
+  assert lines[0] == "preempted at step 7 of 20 in 1m 00s (7 steps this run, 400 tokens/s)"
   assert lines[-1] == "  (preempted: run the same command again to resume from step 7)"
 
 
