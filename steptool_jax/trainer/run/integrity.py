@@ -156,4 +156,6 @@ def nonfinite_leaves(tree: Any) -> list[str]:
   if not leaves:
     return []
   finite = jax.jit(lambda xs: jnp.stack([jnp.isfinite(x).all() for x in xs]))([leaf for _, leaf in leaves])
-  return [jax.tree_util.keystr(path) for (path, _), ok in zip(leaves, np.asarray(jax.device_get(finite))) if not ok]
+  # With several processes the (replicated) answer is not fully addressable: read the local copy.
+  flags = np.asarray(finite if finite.is_fully_addressable else finite.addressable_data(0))
+  return [jax.tree_util.keystr(path) for (path, _), ok in zip(leaves, flags) if not ok]

@@ -6,8 +6,10 @@ import json
 import logging
 import os
 
+import pytest
+
 from steptool_jax.config.run import LogSection
-from steptool_jax.trainer.run.metrics import JSONL, MetricsWriter, truncate_jsonl
+from steptool_jax.trainer.run.metrics import JSONL, MetricsWriter, MetricsWriteError, truncate_jsonl
 
 
 def _lines(*steps):
@@ -55,3 +57,18 @@ def test_a_healthy_file_is_not_rewritten(tmp_path):
   before = os.stat(path).st_ino
   truncate_jsonl(path, 2)
   assert os.stat(path).st_ino == before  # atomic_write would have replaced the inode
+
+
+def test_a_failed_append_stops_the_run_naming_the_file(tmp_path):
+  writer = MetricsWriter(tmp_path, LogSection(tensorboard=False))
+
+  class FullDisk:
+    def write(self, text):
+      raise OSError(28, "No space left on device")
+
+    def close(self):
+      pass
+  writer._jsonl = FullDisk()
+  with pytest.raises(MetricsWriteError) as raised:
+    writer.write(7, {"loss": 1.0})
+  assert str(raised.value) == f"log: appending step 7 to {tmp_path / JSONL} failed: No space left on device"
