@@ -8,7 +8,7 @@ variant (`configs/tiny.py:bogus`: what its `get_config` raised), a value of the 
 
 `quiet_startup()` drops the INFO lines JAX writes while probing for accelerators a CPU
 machine does not have (libtpu, CUDA plugins) and Orbax's dozen INFO lines per checkpoint, and
-keeps a failed checkpoint save to a few lines (`_QuietStartup`).
+keeps a failed checkpoint save to a few lines (`_QuietStartup`, `is_late_loop_callback`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging as pylogging
 import re
 import sys
+import traceback
+import types
 from typing import NoReturn, Sequence
 
 from absl import flags, logging
@@ -125,8 +127,39 @@ class _QuietStartup(pylogging.Filter):
     return not (record.name.startswith("jax") and "Unable to initialize backend" in record.getMessage())
 
 
+def is_late_loop_callback(error: BaseException | None, tb: types.TracebackType | None = None) -> bool:
+  """TensorStore resolving a write on the asyncio loop of an Orbax save that already ended
+  (after a failed save, the writes still in flight finish later): asyncio refuses with
+  "Event loop is closed", and TensorStore reports it as unraisable, a bare traceback on
+  stderr for each write. Nothing is lost: the save's failure is reported by the checkpointer."""
+  if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+    return False
+  frames = traceback.extract_tb(tb or error.__traceback__)
+  return bool(frames) and frames[-1].name == "_check_closed" and frames[-1].filename.endswith("base_events.py")
+
+
+def _drop_late_loop_callbacks() -> None:
+  """Wraps `sys.unraisablehook` (and `sys.excepthook`) to drop `is_late_loop_callback` reports."""
+  if getattr(sys.unraisablehook, "steptool_quiet", False):
+    return
+  previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+
+  def unraisablehook(unraisable: object) -> None:
+    if not is_late_loop_callback(getattr(unraisable, "exc_value", None), getattr(unraisable, "exc_traceback", None)):
+      previous_unraisable(unraisable)
+
+  def excepthook(kind: type[BaseException], error: BaseException, tb: types.TracebackType | None) -> None:
+    if not is_late_loop_callback(error, tb):
+      previous_except(kind, error, tb)
+
+  unraisablehook.steptool_quiet = True  # type: ignore[attr-defined]
+  sys.unraisablehook, sys.excepthook = unraisablehook, excepthook
+
+
 def quiet_startup() -> None:
-  """Installs the filter on absl's handler and on JAX's logger (call before JAX starts a backend)."""
+  """Installs the filter on absl's handler and on JAX's logger (call before JAX starts a
+  backend), and drops TensorStore's late-callback reports (`is_late_loop_callback`)."""
   quiet = _QuietStartup()
   logging.get_absl_handler().addFilter(quiet)
   pylogging.getLogger("jax._src.xla_bridge").addFilter(quiet)
+  _drop_late_loop_callbacks()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pathlib
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -58,3 +60,21 @@ def test_a_config_file_or_path_that_cannot_be_used_is_one_line(module, arguments
   assert done.returncode == 2, done.stderr[-2000:]
   assert done.stderr.strip().splitlines() == [expected.format(file=tmp_path / "file")]
   assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing was started
+
+
+def test_tensorstore_callbacks_on_a_closed_loop_are_dropped_and_nothing_else(monkeypatch):
+  from steptool_jax import cli  # noqa: PLC0415
+  shown = []
+  monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: shown.append(unraisable.exc_value))
+  monkeypatch.setattr(sys, "excepthook", lambda kind, error, tb: shown.append(error))
+  cli._drop_late_loop_callbacks()
+  loop = asyncio.new_event_loop()
+  loop.close()
+  with pytest.raises(RuntimeError) as late:  # what TensorStore meets when a failed save's writes finish
+    loop.call_soon_threadsafe(print)
+  elsewhere, other = RuntimeError("Event loop is closed"), ValueError("a bug")
+  for error in (late.value, elsewhere, other):
+    sys.unraisablehook(types.SimpleNamespace(exc_type=type(error), exc_value=error, exc_traceback=error.__traceback__,
+                                             err_msg=None, object=None))
+    sys.excepthook(type(error), error, error.__traceback__)
+  assert shown == [elsewhere, elsewhere, other, other]
