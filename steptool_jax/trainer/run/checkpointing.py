@@ -237,15 +237,16 @@ class Checkpointer:
   def close(self) -> None:
     """Waits for the save in flight, then closes the manager (a failure already raised by
     `check`/`wait`/`save` is not raised again)."""
+    reported = self._failed
     try:
       self.wait()
     except CheckpointSaveError:
-      if not self._failed:
+      if not reported:
         raise
     finally:
       try:
         self.manager.close()
-      except Exception:  # noqa: BLE001
+      except Exception:  # noqa: BLE001 (Orbax re-raising the failure it already reported)
         if not self._failed:
           raise
 
