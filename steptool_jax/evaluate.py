@@ -13,7 +13,8 @@ lock-step batches, judges each by rules and reports, with 95% confidence interva
 - the same per generalization group and per template.
 
 With `output_dir` it writes `answers.json` (the trajectories as ToolBench converted answers,
-for external evaluators), `episodes.jsonl` (per-task verdicts) and `metrics.json`. The last
+for external evaluators), `episodes.jsonl` (per-task verdicts) and `metrics.json`, each
+atomically (a kill leaves the old file or the new one, never half of one). The last
 line of standard output is one JSON object with at least `pass_rate`, `tool_recall`,
 `episodes` and `split`.
 """
@@ -35,11 +36,13 @@ from ml_collections import config_flags
 
 from steptool_jax.cli import EXIT_BAD_INPUT, parse_flags, quiet_startup
 from steptool_jax.config.evaluation import EvalConfig, parse_eval_config
+from steptool_jax.data.errors import DataError
+from steptool_jax.data.files import atomic_write
 from steptool_jax.data.records import FINISH, ToolCall, Trajectory
 from steptool_jax.data.toolbench import write_converted_answers
 from steptool_jax.envs import judge
 from steptool_jax.envs.expert import Mistakes
-from steptool_jax.envs.tasks import Task
+from steptool_jax.envs.tasks import Task, read_tasks
 from steptool_jax.models.generate import SamplingConfig
 from steptool_jax.models.policy import Policy
 from steptool_jax.models.tokenizer import BUILTIN, load_tokenizer
@@ -96,8 +99,7 @@ def load_tasks(config: Config) -> list[Task]:
   config = parse_eval_config(config)
   split = config.eval.split
   if config.eval.tasks_file:
-    with open(config.eval.tasks_file, encoding="utf-8") as f:
-      tasks = [Task.from_json(json.loads(line)) for line in f if line.strip()]
+    tasks = read_tasks(config.eval.tasks_file)  # DataError naming the line and field (exit 2)
   else:
     tasks = list(config.env.tasks()[split])
   return tasks[:config.eval.max_episodes] if config.eval.max_episodes else tasks
@@ -195,7 +197,7 @@ def write_outputs(output_dir: str | pathlib.Path, evaluation: Evaluation, summar
   out = pathlib.Path(output_dir)
   out.mkdir(parents=True, exist_ok=True)
   write_converted_answers(out / "answers.json", (answer_trajectory(r.episode.trajectory()) for r in evaluation.rollouts))
-  with open(out / "episodes.jsonl", "w", encoding="utf-8") as f:
+  with atomic_write(out / "episodes.jsonl") as f:
     for rollout, verdict in zip(evaluation.rollouts, evaluation.judgements):
       f.write(json.dumps({
           "task_id": verdict.task_id, "template": rollout.task.template,
@@ -203,7 +205,7 @@ def write_outputs(output_dir: str | pathlib.Path, evaluation: Evaluation, summar
           "tool_recall": verdict.tool_recall, "num_steps": rollout.num_steps,
           "succ_calling": list(verdict.succ_calling), "step_rewards": list(verdict.step_rewards),
           "outcomes": list(rollout.outcomes), "stops": [a.stop for a in rollout.actions]}) + "\n")
-  with open(out / "metrics.json", "w", encoding="utf-8") as f:
+  with atomic_write(out / "metrics.json") as f:
     json.dump({"summary": summary, "metrics": evaluation.metrics}, f, indent=1)
 
 
@@ -250,7 +252,7 @@ def main(argv: Sequence[str]) -> None:
     config = cli_config(flags.FLAGS.config, flags.FLAGS.workdir or "")
     logging.info("config:\n%s", config)
     summary = run(config)
-  except (ValueError, OSError) as e:  # bad config values, paths, data: the message names the field or file
+  except (DataError, ValueError, OSError) as e:  # bad config values, paths, data: the message names the field or file
     print(f"error: {e}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
   for name in HEADLINE:

@@ -32,13 +32,14 @@ from ml_collections import config_flags
 from steptool_jax.cli import EXIT_BAD_INPUT, parse_flags, quiet_startup
 from steptool_jax.config import schema
 from steptool_jax.config.run import RunConfig, parse_run_config
+from steptool_jax.data.files import atomic_write
 from steptool_jax.models.tokenizer import load_tokenizer
 from steptool_jax.parallel import make_mesh, replicated, sharding_context
 from steptool_jax.rl.kl_controller import make_kl_controller
 from steptool_jax.trainer import distributed, flops, optimizer, policy_init
 from steptool_jax.trainer.algorithms import ALGORITHMS
 from steptool_jax.trainer.run import checkpointing, loop
-from steptool_jax.trainer.run.metrics import JSONL, MetricsWriter
+from steptool_jax.trainer.run.metrics import JSONL, MetricsWriter, MetricsWriteError
 from steptool_jax.trainer.run.preemption import sigterm_flag
 from steptool_jax.trainer.run.progress import Progress
 from steptool_jax.trainer.run.summary import read_records, summary_lines
@@ -46,7 +47,11 @@ from steptool_jax.trainer.sources.batches import batch_shardings, local_rows
 from steptool_jax.trainer.state import create_train_state, state_shardings
 
 RESOLVED_CONFIG = "train_config.json"
-EXIT_NONFINITE = 1
+# Exit statuses of `python -m steptool_jax.train` / `sft` (docs/training.md, "Exit statuses"):
+# 0 finished or preempted (SIGTERM: checkpoint saved; run again to resume), EXIT_BAD_INPUT (2)
+# a bad config, data file or path, or a workdir none of whose checkpoints can be restored.
+EXIT_NONFINITE = 1  # the loss, a gradient or a parameter became NaN/inf; that state was not saved
+EXIT_SAVE_FAILED = 3  # the run could not write its checkpoint or metrics (disk full, permission)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/tiny.py[:variant].",
                                           lock_config=True)
@@ -64,8 +69,12 @@ def train_and_evaluate(config: RunConfig | ml_collections.ConfigDict, workdir: s
   process had been killed: no checkpoint beyond the periodic ones.
 
   Raises:
-    ValueError: a bad config value (names the field) or data file, before any work is done.
+    ValueError: a bad config value (names the field), data file or path, before any work is
+      done; `checkpointing.CheckpointError` when the workdir has checkpoints and none of them
+      can be restored.
     loop.NonFiniteError: the loss, a gradient or a parameter became NaN/inf.
+    checkpointing.CheckpointSaveError, MetricsWriteError: a checkpoint or a metrics line could
+      not be written.
   """
   # --- Config --------------------------------------------------------------------------------
   run = config if isinstance(config, RunConfig) else parse_run_config(config)
@@ -73,12 +82,14 @@ def train_and_evaluate(config: RunConfig | ml_collections.ConfigDict, workdir: s
   workdir = pathlib.Path(workdir)
   devices = list(jax.devices() if devices is None else devices)
   run.check_paths()
+  run.check_output_paths(workdir)
   mesh_sizes = run.mesh_sizes(len(devices), jax.process_count())
   config_json = checkpointing.config_json(run)
   is_main = jax.process_index() == 0
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / RESOLVED_CONFIG).write_text(json.dumps(config_json, indent=1, sort_keys=True) + "\n")
+    with atomic_write(workdir / RESOLVED_CONFIG) as f:
+      f.write(json.dumps(config_json, indent=1, sort_keys=True) + "\n")
     logging.info("resolved config:\n%s", schema.to_config_dict(run))
 
   # --- Mesh ----------------------------------------------------------------------------------
@@ -115,7 +126,8 @@ def train_and_evaluate(config: RunConfig | ml_collections.ConfigDict, workdir: s
   shardings = state_shardings(abstract, model_config=model_config, lora=lora, mesh=mesh, optimizer=tx,
                               trainable_keys=trainable_keys, critic_optimizer=critic_tx)
   checkpointer = checkpointing.Checkpointer(workdir, every_steps=run.checkpoint.every_steps,
-                                            keep=run.checkpoint.keep, async_save=run.checkpoint.async_save)
+                                            keep=run.checkpoint.keep, async_save=run.checkpoint.async_save,
+                                            verify=run.checkpoint.verify)
   state, start_step = checkpointing.restore_or_create(checkpointer, create, policy.variables, run_key, abstract,
                                                       shardings, trainable_keys, source=source,
                                                       batch_rows=run.batch.size, critic=critic)
@@ -159,8 +171,22 @@ def _summary(workdir: pathlib.Path, result: loop.RunResult, seconds: float) -> s
   return "\n".join(lines)
 
 
+def failure_status(error: BaseException) -> int | None:
+  """The exit status of a run that stopped with `error`, for the errors whose message says
+  what happened and what to do (None for others: a bug, shown with its traceback)."""
+  if isinstance(error, (checkpointing.CheckpointSaveError, MetricsWriteError)):
+    return EXIT_SAVE_FAILED
+  if isinstance(error, loop.NonFiniteError):
+    return EXIT_NONFINITE
+  if isinstance(error, (ValueError, OSError)):  # bad config values, data, paths: the message names the field or file
+    return EXIT_BAD_INPUT
+  return None
+
+
 def run_main(argv: Sequence[str], algorithm: str, module: str) -> int:
-  """The shared body of `python -m steptool_jax.train` and `python -m steptool_jax.sft`."""
+  """The shared body of `python -m steptool_jax.train` and `python -m steptool_jax.sft`: the
+  exit status (0, or EXIT_NONFINITE, EXIT_BAD_INPUT, EXIT_SAVE_FAILED) after one line on
+  stderr for a failure."""
   quiet_startup()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -179,12 +205,12 @@ def run_main(argv: Sequence[str], algorithm: str, module: str) -> int:
                            f" {run.entry_point}")
     distributed.maybe_initialize(run.distributed)
     result = train_and_evaluate(run, workdir)
-  except (ValueError, OSError) as e:  # bad config values, data, paths: the message names the field or file
+  except Exception as e:  # noqa: BLE001 (the errors a run reports in one line; others keep their traceback)
+    status = failure_status(e)
+    if status is None:
+      raise
     print(f"error: {e}", file=sys.stderr)
-    return EXIT_BAD_INPUT
-  except loop.NonFiniteError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return EXIT_NONFINITE
+    return status
   if jax.process_index() == 0:
     print(_summary(workdir, result, time.perf_counter() - started), flush=True)
   return 0

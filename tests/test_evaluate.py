@@ -10,6 +10,7 @@ import pytest
 
 from configs import evaluate as evaluate_config
 from steptool_jax import evaluate
+from steptool_jax.data.errors import DataError
 from steptool_jax.data.toolbench import read_converted_answers
 from steptool_jax.envs import judge
 from steptool_jax.envs.generate import GenerateConfig, roll_out
@@ -149,3 +150,14 @@ def test_a_run_directory_of_ours_is_evaluated_with_its_own_settings(tmp_path):
   trajectories = read_converted_answers(tmp_path / "ev" / "answers.json")
   assert [t.query_id for t in trajectories] == [t.task_id for t in tasks]
   assert all(1 <= t.num_steps <= 2 for t in trajectories)
+
+
+def test_a_tasks_file_is_read_strictly_and_a_bad_line_is_named(tmp_path):
+  tasks = generate_tasks(40, 0)["validation"][:3]
+  path = tmp_path / "validation.jsonl"
+  path.write_text("".join(json.dumps(task.to_json()) + "\n" for task in tasks))
+  assert evaluate.load_tasks(config(**{"eval.tasks_file": str(path)})) == list(tasks)
+  path.write_text(json.dumps(tasks[0].to_json()) + "\n" + json.dumps(tasks[0].to_json()) + "\n")
+  with pytest.raises(DataError) as info:  # evaluate's main exits 2 with this line
+    evaluate.load_tasks(config(**{"eval.tasks_file": str(path)}))
+  assert str(info.value).startswith(f"{path}:2: task_id: expected each task id once")

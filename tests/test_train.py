@@ -160,3 +160,15 @@ def test_sft_run_learns_and_ppo_starts_from_its_merged_policy(tmp_path, data_cac
   # start at zero: the same function.
   np.testing.assert_allclose(start.token_logprobs(ids), trained.token_logprobs(ids), atol=2e-5)
   assert start.lora is not None and "lora" in start.variables
+
+
+def test_each_way_a_run_stops_has_its_exit_status():
+  save_failed = checkpointing.CheckpointSaveError("checkpoint: saving step 4 to /w/checkpoints/4 failed: ...")
+  statuses = {"save": train.failure_status(save_failed),
+              "metrics": train.failure_status(train.MetricsWriteError("log: appending step 4 to ... failed")),
+              "nonfinite": train.failure_status(loop.NonFiniteError("step 2: non-finite values")),
+              "no good checkpoint": train.failure_status(checkpointing.CheckpointError("no checkpoint under /w")),
+              "bad config": train.failure_status(ValueError("ppo.vf_coef: expected ...")),
+              "bug": train.failure_status(KeyError("x"))}
+  assert statuses == {"save": 3, "metrics": 3, "nonfinite": 1, "no good checkpoint": 2, "bad config": 2, "bug": None}
+  assert (train.EXIT_SAVE_FAILED, train.EXIT_NONFINITE, train.EXIT_BAD_INPUT) == (3, 1, 2)

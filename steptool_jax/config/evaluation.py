@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from steptool_jax.config import schema
-from steptool_jax.config.run import MAX_SEED, DataSection
+from steptool_jax.config.run import DataSection
 from steptool_jax.envs.settings import EnvSettings
 from steptool_jax.envs.tasks import SPLITS
 
@@ -43,8 +43,7 @@ class PolicySection:
   def __post_init__(self):
     schema.one_of("kind", self.kind, POLICY_KINDS)
     schema.number("expert_mistake_rate", self.expert_mistake_rate, low=0.0, high=1.0)
-    if not 0 <= self.seed <= MAX_SEED:
-      raise schema.ConfigError("seed", f"expected an integer in [0, {MAX_SEED}], found {self.seed!r}")
+    schema.seed("seed", self.seed)
 
   def check_path(self) -> None:
     if self.kind in ("hf", "checkpoint") and not self.path:
@@ -72,6 +71,7 @@ class EvalSection:
     schema.positive("temperature", self.temperature, allow_zero=True)
     schema.number("top_p", self.top_p, low=0.0, high=1.0, low_open=True)
     schema.positive("width_bucket", self.width_bucket)
+    schema.seed("seed", self.seed)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -76,6 +76,15 @@ def positive(field: str, value: Any, *, allow_zero: bool = False) -> None:
     raise ConfigError(field, f"expected a {'non-negative' if allow_zero else 'positive'} number, found {value!r}")
 
 
+MAX_SEED = 2**31 - 1  # seeds become JAX keys and numpy generators: int32 fits both everywhere
+
+
+def seed(field: str, value: Any) -> None:
+  """An integer seed in [0, MAX_SEED] (a bool, a float or a huge integer is refused)."""
+  if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+    raise ConfigError(field, f"expected an integer in [0, {MAX_SEED}], found {value!r}")
+
+
 # --- dataclass <-> ConfigDict ------------------------------------------------------------------------
 
 

@@ -47,6 +47,7 @@ class EnvSettings:
 
   def __post_init__(self):
     schema.positive("num_tasks", self.num_tasks)
+    schema.seed("seed", self.seed)
     schema.number("mistake_rate", self.mistake_rate, low=0.0, high=1.0)
     schema.positive("max_steps", self.max_steps)
     unknown = sorted(set(self.template_names) - set(TEMPLATES))

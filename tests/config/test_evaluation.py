@@ -85,3 +85,19 @@ def test_a_training_runs_data_and_env_sections_read_into_an_evaluation():
   evaluation = parse_eval_config({"data": saved["data"], "env": saved["env"], "policy": {"kind": "checkpoint"}})
   assert evaluation.env == run.env and evaluation.data == run.data
   assert type(evaluation.env) is type(run.env)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("eval.seed", 2**70, f"eval.seed: expected an integer in [0, 2147483647], found {2**70}"),
+    ("eval.seed", -3, "eval.seed: expected an integer in [0, 2147483647], found -3"),
+    ("policy.seed", 2**31, "policy.seed: expected an integer in [0, 2147483647], found 2147483648"),
+    ("env.seed", 2**40, f"env.seed: expected an integer in [0, 2147483647], found {2**40}"),
+    ("policy.expert_mistake_rate", float("nan"), "policy.expert_mistake_rate: expected a finite number, found nan"),
+])
+def test_seeds_and_rates_are_checked_at_start(field, value, message):
+  config = evaluation_defaults()
+  section, name = field.split(".")
+  config[section][name] = value
+  with pytest.raises(ValueError) as info:
+    parse_eval_config(config)
+  assert str(info.value) == message

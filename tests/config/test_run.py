@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -146,3 +148,69 @@ def test_command_line_fails_at_start_with_the_field_named(tmp_path):
   assert result.returncode == 2
   assert "error: model.path: this config trains a pretrained model" in result.stderr
   assert not (tmp_path / "checkpoints").exists()
+
+
+# The values issue 18 found accepted in silence (or crashing later), each refused at start.
+@pytest.mark.parametrize("field, value, message", [
+    ("env.max_steps", -1, "env.max_steps: expected a positive number, found -1"),
+    ("env.max_steps", 0, "env.max_steps: expected a positive number, found 0"),
+    ("model.value_head_dropout", 5.0, "model.value_head_dropout: expected a number in [0, 1), found 5.0"),
+    ("env.unfinished_reward", float("nan"), "env.unfinished_reward: expected a finite number, found nan"),
+    ("env.alpha", float("inf"), "env.alpha: expected a non-negative number, found inf"),
+    ("optim.learning_rate", float("inf"), "optim.learning_rate: expected a positive number, found inf"),
+    ("optim.learning_rate", float("nan"), "optim.learning_rate: expected a positive number, found nan"),
+    ("seed", 2**70, f"seed: expected an integer in [0, 2147483647], found {2**70}"),
+    ("seed", -1, "seed: expected an integer in [0, 2147483647], found -1"),
+    ("env.seed", 2**64, f"env.seed: expected an integer in [0, 2147483647], found {2**64}"),
+    ("data.max_steps", -1, "data.max_steps: expected a non-negative number, found -1"),
+])
+def test_values_that_used_to_pass_are_refused_with_the_field_named(field, value, message):
+  config = tiny.get_config()
+  *sections, name = field.split(".")
+  node = config
+  for section in sections:
+    node = node[section]
+  node[name] = value
+  assert _error(config) == message
+
+
+def test_the_checkpoint_checksum_is_on_by_default():
+  assert parse_run_config(tiny.get_config()).checkpoint.verify is True
+
+
+@pytest.mark.parametrize("kind", ["under a regular file", "a regular file", "read-only directory"])
+@pytest.mark.parametrize("field", ["--workdir", "data.cache_dir"])
+def test_unusable_output_paths_name_the_setting(tmp_path, monkeypatch, kind, field):
+  (tmp_path / "file").write_text("x")
+  path = {"under a regular file": tmp_path / "file" / "run", "a regular file": tmp_path / "file",
+          "read-only directory": tmp_path / "ro" / "run"}[kind]
+  if kind == "read-only directory":
+    (tmp_path / "ro").mkdir(mode=0o555)
+    if os.geteuid() == 0:  # root writes through permission bits: the file system says no instead
+      original = tempfile.TemporaryFile
+
+      def refused(*args, dir=None, **kwargs):  # noqa: A002 (tempfile's own name)
+        if pathlib.Path(dir) == tmp_path / "ro":
+          raise PermissionError(13, "Permission denied")
+        return original(*args, dir=dir, **kwargs)
+      monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+  config = tiny.get_config()
+  config.data.cache_dir = str(path) if field == "data.cache_dir" else ""
+  run = parse_run_config(config)
+  workdir = path if field == "--workdir" else tmp_path / "good"
+  with pytest.raises(ValueError) as info:
+    run.check_output_paths(workdir)
+  expected = {"under a regular file": f"{field}: expected a directory, found the regular file {tmp_path / 'file'} in"
+                                      f" the way of {path}",
+              "a regular file": f"{field}: expected a directory, found the regular file {path}",
+              "read-only directory": f"{field}: expected a writable directory, cannot write to {path} (nor create"
+                                     f" it in {tmp_path / 'ro'}): Permission denied"}[kind]
+  assert str(info.value).startswith(expected), str(info.value)
+  assert not (tmp_path / "good").exists()
+
+
+def test_usable_output_paths_pass_without_creating_anything(tmp_path):
+  config = tiny.get_config()
+  config.data.cache_dir = str(tmp_path / "new" / "cache")
+  parse_run_config(config).check_output_paths(tmp_path / "new" / "run")
+  assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,10 @@ for the update), then the metrics come back and are checked before anything else
   good one);
 * metrics go to the writers (JSONL, TensorBoard, W&B) and the progress bar;
 * a checkpoint is saved every `checkpoint.every_steps` steps, at the end, and when SIGTERM
-  arrived (then the run returns with `status="preempted"`, and the process exits 0).
+  arrived (then the run returns with `status="preempted"`, and the process exits 0);
+* a checkpoint save that failed in the background (disk full, permission) raises
+  `CheckpointSaveError` at the end of the next step: the run stops there, the checkpoints
+  before the failed one intact.
 
 The step's RNG is `fold_in(run key, step)`, so a resumed run draws exactly what an
 uninterrupted one would.
@@ -88,6 +91,10 @@ def run(ctx: LoopContext, state: TrainState, start_step: int, *, halt_at_step: i
 
   `halt_at_step` (tests) returns after that step as if the process had been killed there:
   no extra checkpoint, so a later run resumes from the last periodic one.
+
+  Raises:
+    NonFiniteError: the update produced NaN or inf.
+    checkpointing.CheckpointSaveError: a checkpoint could not be written.
   """
   # The step's key is made on the mesh (replicated), so every process passes the same
   # global array to the update.
@@ -132,6 +139,8 @@ def run(ctx: LoopContext, state: TrainState, start_step: int, *, halt_at_step: i
     if step % ctx.log_every == 0 or step == ctx.num_steps:
       ctx.writer.write(step, metrics)
     ctx.progress.update(metrics)
+    # A background save that failed stops the run here, one step after it started.
+    ctx.checkpointer.check()
 
     record = progress_record(step, ctx.source, ctx.batch_rows)
     if ctx.preemption.requested():

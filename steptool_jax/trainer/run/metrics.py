@@ -6,7 +6,8 @@ then; it is not a dependency). Only process 0 writes. Vector metrics (the mean r
 each step position) are spread into scalars `reward/step_0`, `reward/step_1`, ...
 
 On resume the JSONL file is cut back to the restored step, so a run that was killed
-between checkpoints and resumed has each step exactly once, as an uninterrupted run would.
+between checkpoints and resumed has each step exactly once, as an uninterrupted run would;
+a line torn by a kill while appending is dropped then, with a warning.
 """
 
 from __future__ import annotations
@@ -18,11 +19,18 @@ import pathlib
 from typing import Any, Mapping
 
 import numpy as np
+from absl import logging
 
 from steptool_jax.config.run import LogSection
+from steptool_jax.data.files import atomic_write
 
 JSONL = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+
+
+class MetricsWriteError(RuntimeError):
+  """A metrics line could not be appended (disk full, permission): the run stops, as when a
+  checkpoint cannot be saved."""
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -40,12 +48,31 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def truncate_jsonl(path: pathlib.Path, last_step: int) -> None:
-  """Drops the lines of steps after `last_step` (steps a resumed run will redo)."""
+  """Drops the lines of steps after `last_step` (steps a resumed run will redo), and lines
+  that are not a JSON object with an integer `step` (a kill while appending tears the last
+  one), each with a warning naming the file and line; rewritten atomically."""
   if not path.is_file():
     return
-  kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-          if line.strip() and json.loads(line)["step"] <= last_step]
-  path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+  text = path.read_text(encoding="utf-8", errors="replace")
+  kept = []
+  for number, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except ValueError:
+      record = None
+    step = record.get("step") if isinstance(record, dict) else None
+    if isinstance(step, bool) or not isinstance(step, int):
+      logging.warning("%s:%d: dropped a line that is not a metrics record (torn by a kill while appending?): %.80r",
+                      path, number, line)
+      continue
+    if step <= last_step:
+      kept.append(line)
+  repaired = "".join(line + "\n" for line in kept)
+  if repaired != text:
+    with atomic_write(path) as f:
+      f.write(repaired)
 
 
 def _json_value(value: float) -> Any:
@@ -83,8 +110,11 @@ class MetricsWriter:
     if not self.enabled:
       return
     record = {"step": step, **{k: _json_value(v) for k, v in metrics.items()}}
-    self._jsonl.write(json.dumps(record, sort_keys=True) + "\n")
-    self._jsonl.flush()
+    try:
+      self._jsonl.write(json.dumps(record, sort_keys=True) + "\n")
+      self._jsonl.flush()
+    except OSError as e:
+      raise MetricsWriteError(f"log: appending step {step} to {self.jsonl_path} failed: {e.strerror or e}") from None
     if self._tensorboard is not None:
       for name, value in metrics.items():
         self._tensorboard.add_scalar(name, value, step)
