@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from steptool_jax.models.config import LoraConfig, ModelConfig
-from steptool_jax.models.llama import CausalLM, init_cache, positions_from_mask
+from steptool_jax.models.llama import CausalLM, KVCache, init_cache, positions_from_mask
 from steptool_jax.models.policy import Policy, trunk_variables
 
 
@@ -117,18 +117,21 @@ def generate(config: ModelConfig, variables: Any, prompt_ids: jnp.ndarray, promp
   sequences); temperature, top-p, EOS ids and stop tokens are traced values.
   A right-padded batch must be left-padded first (`left_pad`).
   """
-  controls = dict(
-      temperature=jnp.float32(sampling.temperature), top_p=jnp.float32(sampling.top_p),
-      eos_ids=jnp.asarray(sampling.eos_ids or (-1,), jnp.int32),
-      stop_table=stop_table(sampling.stop_sequences), pad_id=jnp.int32(sampling.pad_id))
   return _generate(config, lora, use_lora, sampling.max_new_tokens, variables,
-                   jnp.asarray(prompt_ids, jnp.int32), jnp.asarray(prompt_mask, jnp.int32), rng, controls)
+                   jnp.asarray(prompt_ids, jnp.int32), jnp.asarray(prompt_mask, jnp.int32), rng, _controls(sampling))
 
 
 def generate_with_policy(policy: Policy, prompt_ids: jnp.ndarray, prompt_mask: jnp.ndarray,
                          rng: jax.Array, sampling: SamplingConfig, *, use_lora: bool = True) -> Generation:
   return generate(policy.config, policy.variables, prompt_ids, prompt_mask, rng, sampling,
                   lora=policy.lora, use_lora=use_lora)
+
+
+def _controls(sampling: SamplingConfig) -> dict[str, jnp.ndarray]:
+  return dict(
+      temperature=jnp.float32(sampling.temperature), top_p=jnp.float32(sampling.top_p),
+      eos_ids=jnp.asarray(sampling.eos_ids or (-1,), jnp.int32),
+      stop_table=stop_table(sampling.stop_sequences), pad_id=jnp.int32(sampling.pad_id))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
@@ -138,13 +141,26 @@ def _generate(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, max_
   model = CausalLM(config, lora)
   trunk = trunk_variables(variables, use_lora)
   batch, prompt_len = prompt_ids.shape
-  n = max_new_tokens
-  pad_id = controls["pad_id"]
-
-  cache = init_cache(config, batch, prompt_len + n)
+  cache = init_cache(config, batch, prompt_len + max_new_tokens)
   hidden, cache = model.apply(trunk, prompt_ids, prompt_mask, positions_from_mask(prompt_mask),
                               cache, method=CausalLM.hidden_states)
   logits = model.apply({"params": variables["params"]}, hidden[:, -1], method=CausalLM.logits)
+  generation, _ = _decode(model, variables, trunk, max_new_tokens, cache, logits,
+                          jnp.sum(prompt_mask, axis=-1).astype(jnp.int32), rng, controls)
+  return generation
+
+
+def _decode(model: CausalLM, variables: Any, trunk: Any, n: int, cache: KVCache, logits: jnp.ndarray,
+            next_position: jnp.ndarray, rng: jax.Array,
+            controls: dict[str, jnp.ndarray]) -> tuple[Generation, KVCache]:
+  """The decode loop from the prompt's last logits `[B, V]`; returns the final cache too.
+
+  Each step's token is fed as a real token only for rows still running: a stopped row's pad
+  goes in masked and, in a per-row cache, does not advance the row, so the cache ends up
+  holding exactly the prompt and the generated tokens of every row.
+  """
+  batch = logits.shape[0]
+  pad_id = controls["pad_id"]
 
   def step_fn(state: dict[str, Any]) -> dict[str, Any]:
     step, rng = state["step"], state["rng"]
@@ -155,17 +171,18 @@ def _generate(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, max_
     token = jnp.where(done, pad_id, token)
     tokens = state["tokens"].at[:, step].set(token)
     logprobs = state["logprobs"].at[:, step].set(jnp.where(done, 0.0, logp))
-    lengths = state["lengths"] + (~done).astype(jnp.int32)
+    running = (~done).astype(jnp.int32)
+    lengths = state["lengths"] + running
     stopped = ~done & (jnp.isin(token, controls["eos_ids"])
                        | ends_with_stop(tokens, step, controls["stop_table"]))
     # Feed the token to get the next step's logits (wasted on the last step, 1/N of the work).
     positions = state["next_position"][:, None]
-    hidden, cache = model.apply(trunk, token[:, None], jnp.ones((batch, 1), jnp.int32), positions,
+    hidden, cache = model.apply(trunk, token[:, None], running[:, None], positions,
                                 state["cache"], method=CausalLM.hidden_states)
     next_logits = model.apply({"params": variables["params"]}, hidden[:, -1], method=CausalLM.logits)
     return dict(step=step + 1, rng=rng, logits=next_logits, cache=cache, tokens=tokens,
                 logprobs=logprobs, lengths=lengths, done=done | stopped,
-                stopped=state["stopped"] | stopped, next_position=state["next_position"] + 1)
+                stopped=state["stopped"] | stopped, next_position=state["next_position"] + running)
 
   def keep_going(state: dict[str, Any]) -> jnp.ndarray:
     return (state["step"] < n) & ~jnp.all(state["done"])
@@ -174,10 +191,59 @@ def _generate(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, max_
       step=jnp.zeros((), jnp.int32), rng=rng, logits=logits, cache=cache,
       tokens=jnp.full((batch, n), pad_id, jnp.int32), logprobs=jnp.zeros((batch, n), jnp.float32),
       lengths=jnp.zeros((batch,), jnp.int32), done=jnp.zeros((batch,), bool),
-      stopped=jnp.zeros((batch,), bool), next_position=jnp.sum(prompt_mask, axis=-1).astype(jnp.int32))
+      stopped=jnp.zeros((batch,), bool), next_position=next_position)
   state = jax.lax.while_loop(keep_going, step_fn, state)
-  return Generation(tokens=state["tokens"], logprobs=state["logprobs"], lengths=state["lengths"],
-                    stopped=state["stopped"])
+  generation = Generation(tokens=state["tokens"], logprobs=state["logprobs"], lengths=state["lengths"],
+                          stopped=state["stopped"])
+  return generation, state["cache"]
+
+
+def extend_and_generate(config: ModelConfig, variables: Any, cache: KVCache, keep: jnp.ndarray,
+                        new_ids: jnp.ndarray, new_lengths: jnp.ndarray, rng: jax.Array,
+                        sampling: SamplingConfig, *, lora: LoraConfig | None = None,
+                        use_lora: bool = True) -> tuple[Generation, KVCache]:
+  """Continues the rows of a per-row cache (`init_cache(..., per_row=True)`, see `KVCache`).
+
+  Row `b` keeps its first `keep[b]` cached tokens (the slots after them are dropped: tokens
+  decoded past a cut action, another episode's tokens), takes its `new_lengths[b] >= 1` new
+  tokens `new_ids[b, :new_lengths[b]]` (right-padded `[B, W]`) at the positions after them,
+  and generates from there as `generate` does. Returns the generation and the cache holding,
+  per row, exactly the kept, new and generated tokens (`index` = their count). The cache is
+  donated (its buffer is reused for the result); its slots must hold
+  `keep + new_lengths + max_new_tokens` for every row (writes past the end are dropped).
+
+  The prefill compiles once per (config, batch, W, slots), the decode loop once per
+  (config, batch, slots, max_new_tokens, number/length of stop sequences). The numbers equal `generate` on the whole prompt up to float rounding: the
+  cached keys and values were computed in other matmul shapes (a chunk, one decode step)
+  than one prefill of the whole prompt would use.
+  """
+  logits, cache = _extend_prefill(config, lora, use_lora, variables, cache, jnp.asarray(keep, jnp.int32),
+                                  jnp.asarray(new_ids, jnp.int32), jnp.asarray(new_lengths, jnp.int32))
+  return _decode_rows(config, lora, use_lora, sampling.max_new_tokens, variables, cache, logits, rng,
+                      _controls(sampling))
+
+
+# The prefill and the decode loop are compiled apart: the loop once per batch size, whatever
+# the width of the new tokens.
+@functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(4,))
+def _extend_prefill(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, variables: Any, cache: KVCache,
+                    keep: jnp.ndarray, new_ids: jnp.ndarray, new_lengths: jnp.ndarray) -> tuple[jnp.ndarray, KVCache]:
+  model = CausalLM(config, lora)
+  slots = cache.mask.shape[1]
+  cache = cache.replace(mask=(jnp.arange(slots)[None, :] < keep[:, None]).astype(jnp.int32), index=keep)
+  new_mask = (jnp.arange(new_ids.shape[1])[None, :] < new_lengths[:, None]).astype(jnp.int32)
+  hidden, cache = model.apply(trunk_variables(variables, use_lora), new_ids, new_mask,
+                              positions_from_mask(new_mask, keep[:, None]), cache, method=CausalLM.hidden_states)
+  last = jnp.take_along_axis(hidden, (new_lengths - 1)[:, None, None], axis=1)[:, 0]
+  return model.apply({"params": variables["params"]}, last, method=CausalLM.logits), cache
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), donate_argnums=(5,))
+def _decode_rows(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, max_new_tokens: int, variables: Any,
+                 cache: KVCache, logits: jnp.ndarray, rng: jax.Array,
+                 controls: dict[str, jnp.ndarray]) -> tuple[Generation, KVCache]:
+  return _decode(CausalLM(config, lora), variables, trunk_variables(variables, use_lora), max_new_tokens, cache,
+                 logits, cache.index, rng, controls)
 
 
 def left_pad(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[jnp.ndarray, jnp.ndarray]:

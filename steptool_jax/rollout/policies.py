@@ -13,6 +13,7 @@ from episodes to action texts (the scripted expert, a give-up agent) in the same
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Protocol, Sequence
 
 import jax
@@ -20,17 +21,24 @@ import numpy as np
 
 from steptool_jax.data.batching import bucket_length
 from steptool_jax.envs import episode as env
-from steptool_jax.models.generate import SamplingConfig, generate_with_policy
+from steptool_jax.models.config import ModelConfig
+from steptool_jax.models.generate import Generation, SamplingConfig, extend_and_generate, generate_with_policy
+from steptool_jax.models.llama import KVCache, init_cache
 from steptool_jax.models.policy import Policy
 from steptool_jax.rollout import stopping
 
 
 @dataclasses.dataclass(frozen=True)
 class ActionRequest:
-  """One episode waiting for its next action: the episode so far and the policy's context."""
+  """One episode waiting for its next action: the episode so far and the policy's context.
+
+  `episode_id` stays the same over an episode's requests (`run_episodes`: the index of its
+  task), so a policy can keep state per episode (the KV cache); None: no such state.
+  """
 
   episode: env.Episode
   context_ids: tuple[int, ...]
+  episode_id: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +78,18 @@ def width_buckets(max_context_len: int, step: int = 128) -> tuple[int, ...]:
   return tuple(range(step, max_context_len, step)) + (max_context_len,)
 
 
+def chunk_buckets(max_width: int, smallest: int = 32) -> tuple[int, ...]:
+  """Powers of two from `smallest` below `max_width`, then `max_width`: the widths of the new
+  tokens a cache-reusing policy prefills (an observation and the next header are short)."""
+  if smallest < 1:
+    raise ValueError(f"chunk bucket: expected a smallest width >= 1, found {smallest}")
+  sizes, size = [], smallest
+  while size < max_width:
+    sizes.append(size)
+    size *= 2
+  return tuple(sizes) + (max_width,)
+
+
 def _left_pad(rows: Sequence[Sequence[int]], width: int, num_rows: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
   ids = np.full((num_rows, width), pad_id, np.int32)
   mask = np.zeros((num_rows, width), np.int32)
@@ -80,39 +100,219 @@ def _left_pad(rows: Sequence[Sequence[int]], width: int, num_rows: int, pad_id: 
   return ids, mask
 
 
-def model_policy(policy: Policy, tokenizer: Any, stops: stopping.ActionStops, sampling: SamplingConfig,
-                 rng: jax.Array, *, template: str, max_batch: int, widths: Sequence[int],
-                 use_lora: bool = True) -> ActionPolicy:
-  """A generating policy. `sampling.eos_ids`/`stop_sequences` are replaced by `stops`.
+def _right_pad(rows: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+  ids = np.full((len(rows), width), pad_id, np.int32)
+  for i, row in enumerate(rows):
+    ids[i, :len(row)] = row
+  return ids, np.asarray([len(row) for row in rows], np.int32)
 
-  Requests are answered `max_batch` at a time; each call draws fresh randomness from
-  `rng` (folded with a call counter), so a run is reproducible from `rng`.
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+  n = min(len(a), len(b))
+  for i in range(n):
+    if a[i] != b[i]:
+      return i
+  return n
+
+
+@dataclasses.dataclass
+class _CacheBox:
+  """One generation call's cache, shared by the episodes of its rows; `None` once released."""
+  cache: KVCache | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _CachedRow:
+  """Where an episode's cache is kept: row `row` of `box`, holding exactly `tokens` (the
+  context it was given and every token generated after it) from slot 0."""
+  box: _CacheBox
+  row: int
+  tokens: tuple[int, ...]
+
+
+@jax.jit
+def _take_rows(cache: KVCache, rows: jax.Array) -> KVCache:
+  return cache.take_rows(rows)
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _put_rows(dest: KVCache, source: KVCache, source_rows: jax.Array, rows: jax.Array) -> KVCache:
+  return dest.put_rows(source, source_rows, rows)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _empty_cache(config: ModelConfig, batch: int, slots: int) -> KVCache:
+  return init_cache(config, batch, slots, per_row=True)
+
+
+class ModelPolicy:
+  """The generating `ActionPolicy` that `model_policy` returns.
+
+  `stats` counts its work over all calls: `calls` (generation calls), `context_tokens` (real
+  context tokens of the requests), `prefill_tokens` (of those, the ones run through the model:
+  all of them when re-prefilling, only the new ones when reusing the cache), `padded_prefill`
+  (prefill slots computed, padding and filler rows included) and `generated_tokens`.
   """
-  sampling = dataclasses.replace(sampling, eos_ids=stops.stop_ids, stop_sequences=stops.stop_sequences)
-  sizes = batch_buckets(max_batch)
-  calls = [0]
 
-  def act(requests: Sequence[ActionRequest]) -> list[Action]:
+  def __init__(self, policy: Policy, tokenizer: Any, stops: stopping.ActionStops, sampling: SamplingConfig,
+               rng: jax.Array, *, template: str, max_batch: int, widths: Sequence[int], use_lora: bool,
+               reuse_cache: bool, chunk_widths: Sequence[int] | None):
+    self.policy, self.tokenizer, self.stops, self.template = policy, tokenizer, stops, template
+    self.sampling = dataclasses.replace(sampling, eos_ids=stops.stop_ids, stop_sequences=stops.stop_sequences)
+    self.rng, self.max_batch, self.widths, self.use_lora = rng, max_batch, tuple(widths), use_lora
+    self.reuse_cache = reuse_cache
+    self.chunk_widths = tuple(chunk_widths) if chunk_widths is not None else chunk_buckets(max(self.widths))
+    if max(self.chunk_widths) < max(self.widths):
+      raise ValueError(f"chunk_widths: the largest ({max(self.chunk_widths)}) must hold a whole context "
+                       f"(the largest width, {max(self.widths)})")
+    # Every row's cache holds its whole context and the new action.
+    self.slots = max(self.widths) + self.sampling.max_new_tokens
+    self.sizes = batch_buckets(max_batch)
+    self.stats = dict(calls=0, context_tokens=0, prefill_tokens=0, padded_prefill=0, generated_tokens=0)
+    self._rows: dict[int, _CachedRow] = {}
+
+  def __call__(self, requests: Sequence[ActionRequest]) -> list[Action]:
+    chunks = [list(requests[start:start + self.max_batch]) for start in range(0, len(requests), self.max_batch)]
+    plans = []
+    if self.reuse_cache:
+      # An episode not asked for in this call is finished (run_episodes asks every running one):
+      # its cache is released, and every other cache once the last chunk that reads it is done.
+      previous, self._rows = self._rows, {}
+      plans = [self._plan(chunk, previous) for chunk in chunks]
+      last_use: dict[int, int] = {}
+      for j, plan in enumerate(plans):
+        for source, _ in plan:
+          if source is not None:
+            last_use[id(source.box)] = j
+      for state in previous.values():
+        if id(state.box) not in last_use:
+          state.box.cache = None
     actions: list[Action] = []
-    for start in range(0, len(requests), max_batch):
-      chunk = requests[start:start + max_batch]
-      contexts = [r.context_ids for r in chunk]
-      width = bucket_length(max(len(c) for c in contexts), widths)
-      ids, mask = _left_pad(contexts, width, bucket_length(len(chunk), sizes), sampling.pad_id)
-      key = jax.random.fold_in(rng, calls[0])
-      calls[0] += 1
-      out = jax.device_get(generate_with_policy(policy, ids, mask, key, sampling, use_lora=use_lora))
+    for j, chunk in enumerate(chunks):
+      key = jax.random.fold_in(self.rng, self.stats["calls"])
+      self.stats["calls"] += 1
+      self.stats["context_tokens"] += sum(len(r.context_ids) for r in chunk)
+      if self.reuse_cache:
+        out = self._extend(chunk, plans[j], key)
+        for state in previous.values():
+          if last_use.get(id(state.box)) == j:
+            state.box.cache = None
+      else:
+        out = self._reprefill(chunk, key)
       for i in range(len(chunk)):
-        tokens = [int(t) for t in out.tokens[i, :out.lengths[i]]]
-        cut = stopping.split_action(tokens, bool(out.stopped[i]), stops)
-        kept = tokens[:cut.length]
-        text = tokenizer.decode(kept[:len(kept) - cut.end_length], skip_special_tokens=False)
-        actions.append(Action(
-            text=stopping.cut_at_turn_header(text, template), token_ids=tuple(kept),
-            logprobs=tuple(float(x) for x in out.logprobs[i, :cut.length]), stop=cut.stop))
+        actions.append(self._action(out, i))
+      self.stats["generated_tokens"] += int(np.sum(out.lengths[:len(chunk)]))
     return actions
 
-  return act
+  def _reprefill(self, chunk: Sequence[ActionRequest], key: jax.Array) -> Generation:
+    contexts = [r.context_ids for r in chunk]
+    width = bucket_length(max(len(c) for c in contexts), self.widths)
+    ids, mask = _left_pad(contexts, width, bucket_length(len(chunk), self.sizes), self.sampling.pad_id)
+    self.stats["prefill_tokens"] += sum(len(c) for c in contexts)
+    self.stats["padded_prefill"] += ids.size
+    return jax.device_get(generate_with_policy(self.policy, ids, mask, key, self.sampling, use_lora=self.use_lora))
+
+  def _plan(self, chunk: Sequence[ActionRequest],
+            previous: dict[int, _CachedRow]) -> list[tuple[_CachedRow | None, int]]:
+    """Per row: the cache row to continue (None: a fresh one) and how many of its tokens stay.
+
+    The kept tokens are the longest common prefix of what the row holds and the new context:
+    the dialogue so far, without tokens decoded past a cut action; after a left truncation
+    (every position moved) only the BOS, i.e. a full prefill. At least one token is new, so
+    the prefill yields the next logits.
+    """
+    plan = []
+    for request in chunk:
+      context = request.context_ids
+      bucket_length(len(context), self.widths)  # a context past the largest width is an error, as when re-prefilling
+      state = previous.get(request.episode_id) if request.episode_id is not None else None
+      keep = 0
+      if state is not None and state.box.cache is not None:
+        keep = min(common_prefix_length(state.tokens, context), len(context) - 1)
+      plan.append((state if keep > 0 else None, keep))
+    return plan
+
+  def _assemble(self, plan: Sequence[tuple[_CachedRow | None, int]]) -> KVCache:
+    """A per-row cache whose row i is the cache row `plan[i]` continues (anything for fresh rows)."""
+    batch = len(plan)
+    boxes: dict[int, list[int]] = {}
+    for i, (source, _) in enumerate(plan):
+      if source is not None:
+        boxes.setdefault(id(source.box), []).append(i)
+    if not boxes:
+      return _empty_cache(self.policy.config, batch, self.slots)
+    order = sorted(boxes.values(), key=len, reverse=True)
+    main = plan[order[0][0]][0].box
+    cache = _take_rows(main.cache, np.asarray(
+        [source.row if source is not None and source.box is main else 0 for source, _ in plan], np.int32))
+    for rows in order[1:]:
+      box = plan[rows[0]][0].box
+      source_rows = np.zeros(batch, np.int32)
+      dest_rows = np.full(batch, batch, np.int32)  # past the batch: skipped
+      source_rows[:len(rows)] = [plan[i][0].row for i in rows]
+      dest_rows[:len(rows)] = rows
+      cache = _put_rows(cache, box.cache, source_rows, dest_rows)
+    return cache
+
+  def _extend(self, chunk: Sequence[ActionRequest], plan: list[tuple[_CachedRow | None, int]],
+              key: jax.Array) -> Generation:
+    batch = bucket_length(len(chunk), self.sizes)
+    contexts = [r.context_ids for r in chunk]
+    rows = plan + [plan[0]] * (batch - len(chunk))  # filler rows repeat row 0, as when re-prefilling
+    contexts += [contexts[0]] * (batch - len(chunk))
+    keep = np.asarray([k for _, k in rows], np.int32)
+    new = [context[k:] for context, k in zip(contexts, keep)]
+    width = bucket_length(max(len(n) for n in new), self.chunk_widths)
+    ids, lengths = _right_pad(new, width, self.sampling.pad_id)
+    self.stats["prefill_tokens"] += int(np.sum(lengths[:len(chunk)]))
+    self.stats["padded_prefill"] += ids.size
+    cache = self._assemble(rows)
+    out, cache = extend_and_generate(self.policy.config, self.policy.variables, cache, keep, ids, lengths, key,
+                                     self.sampling, lora=self.policy.lora, use_lora=self.use_lora)
+    out = jax.device_get(out)
+    box = _CacheBox(cache)
+    for i, request in enumerate(chunk):
+      if request.episode_id is not None:
+        generated = tuple(int(t) for t in out.tokens[i, :out.lengths[i]])
+        self._rows[request.episode_id] = _CachedRow(box, i, tuple(request.context_ids) + generated)
+    return out
+
+  def _action(self, out: Generation, i: int) -> Action:
+    tokens = [int(t) for t in out.tokens[i, :out.lengths[i]]]
+    cut = stopping.split_action(tokens, bool(out.stopped[i]), self.stops)
+    kept = tokens[:cut.length]
+    text = self.tokenizer.decode(kept[:len(kept) - cut.end_length], skip_special_tokens=False)
+    return Action(text=stopping.cut_at_turn_header(text, self.template), token_ids=tuple(kept),
+                  logprobs=tuple(float(x) for x in out.logprobs[i, :cut.length]), stop=cut.stop)
+
+
+def model_policy(policy: Policy, tokenizer: Any, stops: stopping.ActionStops, sampling: SamplingConfig,
+                 rng: jax.Array, *, template: str, max_batch: int, widths: Sequence[int],
+                 use_lora: bool = True, reuse_cache: bool = True,
+                 chunk_widths: Sequence[int] | None = None) -> ModelPolicy:
+  """A generating policy. `sampling.eos_ids`/`stop_sequences` are replaced by `stops`.
+
+  Requests are answered `max_batch` at a time, in order; each such call draws fresh
+  randomness from `rng` (folded with a call counter), so a run is reproducible from `rng`.
+  Batches are padded to `batch_buckets(max_batch)` rows (filler rows repeat the first one).
+
+  `reuse_cache=True` (the default): every episode keeps its KV cache from one call to the
+  next (keyed by `ActionRequest.episode_id`), and the next action prefills only the tokens
+  its context adds (the previous action's tail is dropped where the action was cut, see
+  `_plan`), right-padded to one of `chunk_widths` (default `chunk_buckets(max(widths))`),
+  into a per-row cache of `max(widths) + max_new_tokens` slots (`generate.extend_and_generate`).
+  A left-truncated context re-prefills. `reuse_cache=False`: every action re-prefills its
+  whole context, left-padded to one of `widths` (`generate.generate`).
+
+  Both give the same actions, stops and rollouts from the same `rng`, and log-probs equal
+  to float rounding (the test observes < 1e-5 on the tiny model): a cached key was computed
+  in another matmul shape than one prefill of the whole context uses, so the last bits may
+  differ; a greedy or sampled token could differ only at a near-tie of two logits. The cache
+  costs memory: every running episode keeps `max(widths) + max_new_tokens` slots per layer
+  between calls (and, during a call, the chunk being built besides).
+  """
+  return ModelPolicy(policy, tokenizer, stops, sampling, rng, template=template, max_batch=max_batch,
+                     widths=widths, use_lora=use_lora, reuse_cache=reuse_cache, chunk_widths=chunk_widths)
 
 
 def text_policy(write: Callable[[env.Episode], str], tokenizer: Any, *, eos_id: int | None = None) -> ActionPolicy:
