@@ -7,6 +7,12 @@ newest tokens equal one of the stop sequences (token ids; `stop_sequences_from_s
 makes them from text); the loop ends when every row has stopped or `max_new_tokens` is
 reached.
 
+`extend_and_generate` continues prompts whose earlier tokens are already in a cache (an
+episode's dialogue kept across its turns): only the new tokens are prefilled, written after
+each row's earlier ones; the caller lays the rows out so that every row's prompt ends at the
+same slot (`rollout.policies` re-lays kept rows with one gather per call), so decoding is
+exactly `generate`'s loop.
+
 Returned log-probs are those of the *model* distribution (`log_softmax` of the raw logits,
 no temperature or top-p), i.e. `log pi(token | context)` as the trainer recomputes it.
 """
@@ -156,8 +162,8 @@ def _decode(model: CausalLM, variables: Any, trunk: Any, n: int, cache: KVCache,
   """The decode loop from the prompt's last logits `[B, V]`; returns the final cache too.
 
   Each step's token is fed as a real token only for rows still running: a stopped row's pad
-  goes in masked and, in a per-row cache, does not advance the row, so the cache ends up
-  holding exactly the prompt and the generated tokens of every row.
+  goes in as padding, which leaves its slot empty, so the cache ends up holding exactly the
+  prompt and the generated tokens of every row.
   """
   batch = logits.shape[0]
   pad_id = controls["pad_id"]
@@ -198,52 +204,49 @@ def _decode(model: CausalLM, variables: Any, trunk: Any, n: int, cache: KVCache,
   return generation, state["cache"]
 
 
-def extend_and_generate(config: ModelConfig, variables: Any, cache: KVCache, keep: jnp.ndarray,
-                        new_ids: jnp.ndarray, new_lengths: jnp.ndarray, rng: jax.Array,
-                        sampling: SamplingConfig, *, lora: LoraConfig | None = None,
-                        use_lora: bool = True) -> tuple[Generation, KVCache]:
-  """Continues the rows of a per-row cache (`init_cache(..., per_row=True)`, see `KVCache`).
+def extend_and_generate(config: ModelConfig, variables: Any, cache: KVCache, new_ids: jnp.ndarray,
+                        new_mask: jnp.ndarray, rng: jax.Array, sampling: SamplingConfig, *,
+                        lora: LoraConfig | None = None, use_lora: bool = True) -> tuple[Generation, KVCache]:
+  """Continues prompts whose earlier tokens are already in `cache`; see the module docstring.
 
-  Row `b` keeps its first `keep[b]` cached tokens (the slots after them are dropped: tokens
-  decoded past a cut action, another episode's tokens), takes its `new_lengths[b] >= 1` new
-  tokens `new_ids[b, :new_lengths[b]]` (right-padded `[B, W]`) at the positions after them,
-  and generates from there as `generate` does. Returns the generation and the cache holding,
-  per row, exactly the kept, new and generated tokens (`index` = their count). The cache is
-  donated (its buffer is reused for the result); its slots must hold
-  `keep + new_lengths + max_new_tokens` for every row (writes past the end are dropped).
+  The left-padded new tokens `new_ids [B, W]` (`new_mask`, at least one real token per row)
+  go into slots `[cache.index, cache.index + W)`; each row's earlier tokens (its `cache.mask`
+  slots) must all come before its first new token, and may lie inside that block, under the
+  row's padding (a padding token leaves its slot as it was). Position ids continue from the
+  row's earlier tokens. Then decoding runs as in `generate`. Returns the generation and the
+  cache after it (the generated tokens follow the prompts, pads of stopped rows left out);
+  the cache needs `index + W + max_new_tokens` slots and is donated (its buffers are reused).
 
+  With an empty cache this is `generate`. With earlier tokens, the numbers equal `generate`
+  on the whole prompt up to float rounding: their keys and values were computed in other
+  matmul shapes (another prefill, single decode steps) than one prefill of the whole prompt.
   The prefill compiles once per (config, batch, W, slots), the decode loop once per
-  (config, batch, slots, max_new_tokens, number/length of stop sequences). The numbers equal `generate` on the whole prompt up to float rounding: the
-  cached keys and values were computed in other matmul shapes (a chunk, one decode step)
-  than one prefill of the whole prompt would use.
+  (config, batch, slots, max_new_tokens, number/length of stop sequences).
   """
-  logits, cache = _extend_prefill(config, lora, use_lora, variables, cache, jnp.asarray(keep, jnp.int32),
-                                  jnp.asarray(new_ids, jnp.int32), jnp.asarray(new_lengths, jnp.int32))
-  return _decode_rows(config, lora, use_lora, sampling.max_new_tokens, variables, cache, logits, rng,
-                      _controls(sampling))
+  logits, cache = _extend_prefill(config, lora, use_lora, variables, cache, jnp.asarray(new_ids, jnp.int32),
+                                  jnp.asarray(new_mask, jnp.int32))
+  return _decode_cache(config, lora, use_lora, sampling.max_new_tokens, variables, cache, logits, rng,
+                       _controls(sampling))
 
 
-# The prefill and the decode loop are compiled apart: the loop once per batch size, whatever
-# the width of the new tokens.
+# The prefill and the decode loop compile apart: the loop once per batch size, whatever the
+# width of the new tokens.
 @functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(4,))
 def _extend_prefill(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, variables: Any, cache: KVCache,
-                    keep: jnp.ndarray, new_ids: jnp.ndarray, new_lengths: jnp.ndarray) -> tuple[jnp.ndarray, KVCache]:
+                    new_ids: jnp.ndarray, new_mask: jnp.ndarray) -> tuple[jnp.ndarray, KVCache]:
   model = CausalLM(config, lora)
-  slots = cache.mask.shape[1]
-  cache = cache.replace(mask=(jnp.arange(slots)[None, :] < keep[:, None]).astype(jnp.int32), index=keep)
-  new_mask = (jnp.arange(new_ids.shape[1])[None, :] < new_lengths[:, None]).astype(jnp.int32)
-  hidden, cache = model.apply(trunk_variables(variables, use_lora), new_ids, new_mask,
-                              positions_from_mask(new_mask, keep[:, None]), cache, method=CausalLM.hidden_states)
-  last = jnp.take_along_axis(hidden, (new_lengths - 1)[:, None, None], axis=1)[:, 0]
-  return model.apply({"params": variables["params"]}, last, method=CausalLM.logits), cache
+  hidden, cache = model.apply(trunk_variables(variables, use_lora), new_ids, new_mask, None, cache,
+                              method=CausalLM.hidden_states)
+  return model.apply({"params": variables["params"]}, hidden[:, -1], method=CausalLM.logits), cache
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), donate_argnums=(5,))
-def _decode_rows(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, max_new_tokens: int, variables: Any,
-                 cache: KVCache, logits: jnp.ndarray, rng: jax.Array,
-                 controls: dict[str, jnp.ndarray]) -> tuple[Generation, KVCache]:
+def _decode_cache(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, max_new_tokens: int, variables: Any,
+                  cache: KVCache, logits: jnp.ndarray, rng: jax.Array,
+                  controls: dict[str, jnp.ndarray]) -> tuple[Generation, KVCache]:
+  next_position = jnp.sum(cache.mask, axis=-1).astype(jnp.int32)
   return _decode(CausalLM(config, lora), variables, trunk_variables(variables, use_lora), max_new_tokens, cache,
-                 logits, cache.index, rng, controls)
+                 logits, next_position, rng, controls)
 
 
 def left_pad(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[jnp.ndarray, jnp.ndarray]:

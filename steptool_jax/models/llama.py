@@ -34,44 +34,23 @@ class KVCache:
   """Keys and values of every layer for `S` slots, and which slots hold real tokens.
 
   `k`, `v`: `[layers, B, S, kv_heads, head_dim]`; `mask`: `[B, S]` (1 = a real token was
-  written there); `index`: the next slot to write, in one of two layouts:
-
-  - a scalar: all rows advance together, which is why prompts are left-padded (`generate`);
-  - `[B]`, one per row (`init_cache(..., per_row=True)`): each row holds its real tokens
-    compactly from slot 0, so a row's slot is its token's position. Inputs are then
-    right-padded (real tokens first) and a row advances by its number of real tokens only,
-    so rows of different lengths can be extended by different amounts (episodes that keep
-    their cache across turns, `generate.extend_and_generate`).
+  written there); `index`: the next slot to write (all rows advance together, which is why
+  prompts are left-padded). A padding input token leaves the slot it lands on as it was
+  (key, value and mask), so a block of new tokens can be written over slots that already
+  hold a row's earlier tokens, as long as that row's new tokens come after them
+  (`generate.extend_and_generate`: an episode's cache kept across turns).
   """
   k: jnp.ndarray
   v: jnp.ndarray
   mask: jnp.ndarray
   index: jnp.ndarray
 
-  def take_rows(self, rows: jnp.ndarray) -> KVCache:
-    """A per-row cache made of rows `rows [B']` of this one (repeats allowed)."""
-    return KVCache(k=self.k[:, rows], v=self.v[:, rows], mask=self.mask[rows], index=self.index[rows])
 
-  def put_rows(self, source: KVCache, source_rows: jnp.ndarray, rows: jnp.ndarray) -> KVCache:
-    """This per-row cache with its rows `rows [R]` replaced by `source`'s rows `source_rows [R]`
-    (same slot count); a row index past the batch is skipped, so `R` can be padded."""
-    put = lambda dest, src, axis: (dest.at[:, rows].set(src[:, source_rows], mode="drop") if axis
-                                   else dest.at[rows].set(src[source_rows], mode="drop"))
-    return KVCache(k=put(self.k, source.k, 1), v=put(self.v, source.v, 1), mask=put(self.mask, source.mask, 0),
-                   index=put(self.index, source.index, 0))
-
-
-def init_cache(config: ModelConfig, batch_size: int, length: int, *, per_row: bool = False) -> KVCache:
-  """An empty cache of `length` slots in the compute dtype (`per_row`: one write index per row)."""
+def init_cache(config: ModelConfig, batch_size: int, length: int) -> KVCache:
+  """An empty cache of `length` slots in the compute dtype."""
   shape = (config.num_layers, batch_size, length, config.num_kv_heads, config.head_dim)
-  index = jnp.zeros((batch_size,) if per_row else (), jnp.int32)
   return KVCache(k=jnp.zeros(shape, config.jnp_dtype), v=jnp.zeros(shape, config.jnp_dtype),
-                 mask=jnp.zeros((batch_size, length), jnp.int32), index=index)
-
-
-def _row_slots(index: jnp.ndarray, width: int) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """`([B, 1] rows, [B, T] slots)`: where each row's `width` new tokens go in a per-row cache."""
-  return jnp.arange(index.shape[0])[:, None], index[:, None] + jnp.arange(width)
+                 mask=jnp.zeros((batch_size, length), jnp.int32), index=jnp.zeros((), jnp.int32))
 
 
 def positions_from_mask(attention_mask: jnp.ndarray, offset: jnp.ndarray | int = 0) -> jnp.ndarray:
@@ -113,7 +92,7 @@ class Attention(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, kv_mask: jnp.ndarray,
+  def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, kv_mask: jnp.ndarray, input_mask: jnp.ndarray,
                cache: tuple[jnp.ndarray, jnp.ndarray] | None, cache_index: jnp.ndarray | None,
                layer_index: jnp.ndarray) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray] | None]:
     cfg = self.config
@@ -136,15 +115,15 @@ class Attention(nn.Module):
       # Write only the new tokens into this layer's slots: the cache is a loop carry, so this
       # update happens in place instead of copying every layer's cache each step.
       cache_k, cache_v = cache
-      if cache_index.ndim == 0:
-        start = (layer_index, 0, cache_index, 0, 0)
-        cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype)[None], start)
-        cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype)[None], start)
-      else:
-        # Per-row slots; a right-padded input's padding may run past the last slot: dropped.
-        rows, slots = _row_slots(cache_index, k.shape[1])
-        cache_k = cache_k.at[layer_index, rows, slots].set(k.astype(cache_k.dtype), mode="drop")
-        cache_v = cache_v.at[layer_index, rows, slots].set(v.astype(cache_v.dtype), mode="drop")
+      start = (layer_index, 0, cache_index, 0, 0)
+      real = (input_mask > 0)[None, :, :, None, None]
+
+      def write(cache_x: jnp.ndarray, new: jnp.ndarray) -> jnp.ndarray:
+        new = new.astype(cache_x.dtype)[None]
+        new = jnp.where(real, new, jax.lax.dynamic_slice(cache_x, start, new.shape))  # padding keeps the slot
+        return jax.lax.dynamic_update_slice(cache_x, new, start)
+
+      cache_k, cache_v = write(cache_k, k), write(cache_v, v)
       cache = (constrain(cache_k, CACHE_AXES), constrain(cache_v, CACHE_AXES))
       keys, values, offset = cache_k[layer_index], cache_v[layer_index], cache_index
 
@@ -154,10 +133,10 @@ class Attention(nn.Module):
       out = jax.nn.dot_product_attention(q, keys, values, is_causal=True,
                                          key_value_seq_lengths=lengths, implementation="cudnn")
     else:
-      q_index = jnp.reshape(offset, (-1, 1)) + jnp.arange(q.shape[1])  # [1 or B, T]: the queries' slots
+      q_index = offset + jnp.arange(q.shape[1])
       k_index = jnp.arange(keys.shape[1])
-      causal = k_index[None, None, :] <= q_index[:, :, None]
-      mask = causal[:, None] & (kv_mask[:, None, None, :] > 0)  # [B, 1, T, S]
+      causal = k_index[None, :] <= q_index[:, None]
+      mask = causal[None, None] & (kv_mask[:, None, None, :] > 0)  # [B, 1, T, S]
       out = jax.nn.dot_product_attention(q, keys, values, mask=mask, implementation="xla")
     out = constrain(out, ("batch", "length", "heads", "head_dim"))
     y = proj("o_proj", in_features=(h, d), out_features=(e,), in_axes=("heads", "head_dim"),
@@ -190,12 +169,13 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, carry: tuple[Any, ...], layer_index: jnp.ndarray, positions: jnp.ndarray,
-               kv_mask: jnp.ndarray, cache_index: jnp.ndarray | None) -> tuple[tuple[Any, ...], None]:
+               kv_mask: jnp.ndarray, input_mask: jnp.ndarray,
+               cache_index: jnp.ndarray | None) -> tuple[tuple[Any, ...], None]:
     cfg = self.config
     x, cache = carry
     norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, cfg.jnp_param_dtype, name=name)
     attn_out, cache = Attention(cfg, self.lora, self.deterministic, name="self_attn")(
-        norm("input_norm")(x), positions, kv_mask, cache, cache_index, layer_index)
+        norm("input_norm")(x), positions, kv_mask, input_mask, cache, cache_index, layer_index)
     x = constrain(x + attn_out, HIDDEN_AXES)
     mlp_out = MLP(cfg, self.lora, self.deterministic, name="mlp")(norm("post_attention_norm")(x))
     x = constrain(x + mlp_out, HIDDEN_AXES)
@@ -231,7 +211,7 @@ class CausalLM(nn.Module):
         layer,
         variable_axes={"params": 0, LORA_COLLECTION: 0},
         split_rngs={"params": True, "dropout": True},
-        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
         length=cfg.num_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )(cfg, self.lora, self.deterministic)
@@ -247,34 +227,29 @@ class CausalLM(nn.Module):
                     cache: KVCache | None = None) -> tuple[jnp.ndarray, KVCache | None]:
     """Final-norm hidden states `[B, T, embed]` (and the updated cache when one is given).
 
-    `attention_mask [B, T]` marks real tokens (left or right padding; right padding only with
-    a per-row cache, see `KVCache`). Position ids default to counting real tokens,
-    continuing from those already in the cache.
+    `attention_mask [B, T]` marks real tokens (left or right padding). Position ids default
+    to counting real tokens, continuing from those already in the cache.
     """
     attention_mask = attention_mask.astype(jnp.int32)
     if cache is None:
       kv_mask, cache_index, layer_cache = attention_mask, None, None
       offset: Any = 0
-    elif cache.index.ndim == 0:
-      kv_mask = jax.lax.dynamic_update_slice(cache.mask, attention_mask, (0, cache.index))
-      cache_index, layer_cache = cache.index, (cache.k, cache.v)
-      offset = jnp.sum(cache.mask, axis=-1, keepdims=True)
-      next_index = cache.index + input_ids.shape[1]
     else:
-      rows, slots = _row_slots(cache.index, input_ids.shape[1])
-      kv_mask = cache.mask.at[rows, slots].set(attention_mask, mode="drop")
+      block = jax.lax.dynamic_slice(cache.mask, (0, cache.index), attention_mask.shape)
+      kv_mask = jax.lax.dynamic_update_slice(cache.mask, jnp.maximum(block, attention_mask), (0, cache.index))
       cache_index, layer_cache = cache.index, (cache.k, cache.v)
       offset = jnp.sum(cache.mask, axis=-1, keepdims=True)
-      next_index = cache.index + jnp.sum(attention_mask, axis=-1)
     if positions is None:
       positions = positions_from_mask(attention_mask, offset)
     x = constrain(self.embed(input_ids), HIDDEN_AXES)
     layer_indices = jnp.arange(self.config.num_layers)
-    (x, layer_cache), _ = self.layers((x, layer_cache), layer_indices, positions, kv_mask, cache_index)
+    (x, layer_cache), _ = self.layers((x, layer_cache), layer_indices, positions, kv_mask, attention_mask,
+                                      cache_index)
     x = constrain(self.final_norm(x), HIDDEN_AXES)
     if cache is not None:
       assert layer_cache is not None
-      cache = KVCache(k=layer_cache[0], v=layer_cache[1], mask=kv_mask, index=next_index)
+      cache = KVCache(k=layer_cache[0], v=layer_cache[1], mask=kv_mask,
+                      index=cache.index + input_ids.shape[1])
     return x, cache
 
   def lm_head_kernel(self) -> jnp.ndarray:

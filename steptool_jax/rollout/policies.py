@@ -17,6 +17,7 @@ import functools
 from typing import Any, Callable, Protocol, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from steptool_jax.data.batching import bucket_length
@@ -100,13 +101,6 @@ def _left_pad(rows: Sequence[Sequence[int]], width: int, num_rows: int, pad_id: 
   return ids, mask
 
 
-def _right_pad(rows: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-  ids = np.full((len(rows), width), pad_id, np.int32)
-  for i, row in enumerate(rows):
-    ids[i, :len(row)] = row
-  return ids, np.asarray([len(row) for row in rows], np.int32)
-
-
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
   n = min(len(a), len(b))
   for i in range(n):
@@ -123,26 +117,36 @@ class _CacheBox:
 
 @dataclasses.dataclass(frozen=True)
 class _CachedRow:
-  """Where an episode's cache is kept: row `row` of `box`, holding exactly `tokens` (the
-  context it was given and every token generated after it) from slot 0."""
+  """Where an episode's cache is kept: row `row` of `box` holds exactly `tokens` (the context
+  it was given and every token generated after it) in slots `[start, start + len(tokens))`."""
   box: _CacheBox
   row: int
+  start: int
   tokens: tuple[int, ...]
 
 
+def _shifted(x: jax.Array, rows: jax.Array, shift: jax.Array) -> jax.Array:
+  """`x [L, B', S, ...]` re-laid: row b of the result is row `rows[b]` moved by `-shift[b]` slots."""
+  slots = jnp.clip(jnp.arange(x.shape[2])[None, :] + shift[:, None], 0, x.shape[2] - 1)
+  return x[:, rows[:, None], slots]
+
+
 @jax.jit
-def _take_rows(cache: KVCache, rows: jax.Array) -> KVCache:
-  return cache.take_rows(rows)
+def _pick_rows(source: KVCache, rows: jax.Array, shift: jax.Array) -> tuple[jax.Array, jax.Array]:
+  return _shifted(source.k, rows, shift), _shifted(source.v, rows, shift)
 
 
-@functools.partial(jax.jit, donate_argnums=(0,))
-def _put_rows(dest: KVCache, source: KVCache, source_rows: jax.Array, rows: jax.Array) -> KVCache:
-  return dest.put_rows(source, source_rows, rows)
+@functools.partial(jax.jit, donate_argnums=(0, 1))
+def _place_rows(k: jax.Array, v: jax.Array, source: KVCache, rows: jax.Array, shift: jax.Array,
+                select: jax.Array) -> tuple[jax.Array, jax.Array]:
+  chosen = select[None, :, None, None, None]
+  return jnp.where(chosen, _shifted(source.k, rows, shift), k), jnp.where(chosen, _shifted(source.v, rows, shift), v)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _empty_cache(config: ModelConfig, batch: int, slots: int) -> KVCache:
-  return init_cache(config, batch, slots, per_row=True)
+def _empty_kv(config: ModelConfig, batch: int, slots: int) -> tuple[jax.Array, jax.Array]:
+  cache = init_cache(config, batch, slots)
+  return cache.k, cache.v
 
 
 class ModelPolicy:
@@ -165,8 +169,8 @@ class ModelPolicy:
     if max(self.chunk_widths) < max(self.widths):
       raise ValueError(f"chunk_widths: the largest ({max(self.chunk_widths)}) must hold a whole context "
                        f"(the largest width, {max(self.widths)})")
-    # Every row's cache holds its whole context and the new action.
-    self.slots = max(self.widths) + self.sampling.max_new_tokens
+    # Every row's cache holds its whole context (or the block of new tokens) and the new action.
+    self.slots = max(self.widths + self.chunk_widths) + self.sampling.max_new_tokens
     self.sizes = batch_buckets(max_batch)
     self.stats = dict(calls=0, context_tokens=0, prefill_tokens=0, padded_prefill=0, generated_tokens=0)
     self._rows: dict[int, _CachedRow] = {}
@@ -232,49 +236,57 @@ class ModelPolicy:
       plan.append((state if keep > 0 else None, keep))
     return plan
 
-  def _assemble(self, plan: Sequence[tuple[_CachedRow | None, int]]) -> KVCache:
-    """A per-row cache whose row i is the cache row `plan[i]` continues (anything for fresh rows)."""
+  def _layout(self, plan: Sequence[tuple[_CachedRow | None, int]], lengths: np.ndarray, end: int,
+              index: int) -> KVCache:
+    """The cache of a chunk: row b's kept tokens moved so that its context will end at slot
+    `end` (as left padding lays out a prompt), the rest of its slots masked, the new tokens
+    to be written from `index`. One gather per source cache; fresh rows get whatever the
+    gather gives (masked)."""
     batch = len(plan)
-    boxes: dict[int, list[int]] = {}
+    start = end - lengths  # where each row's context begins
+    keep = np.asarray([k for _, k in plan])
+    slot = np.arange(self.slots)[None, :]
+    mask = ((slot >= start[:, None]) & (slot < (start + keep)[:, None])).astype(np.int32)
+    by_box: dict[int, list[int]] = {}
     for i, (source, _) in enumerate(plan):
       if source is not None:
-        boxes.setdefault(id(source.box), []).append(i)
-    if not boxes:
-      return _empty_cache(self.policy.config, batch, self.slots)
-    order = sorted(boxes.values(), key=len, reverse=True)
-    main = plan[order[0][0]][0].box
-    cache = _take_rows(main.cache, np.asarray(
-        [source.row if source is not None and source.box is main else 0 for source, _ in plan], np.int32))
-    for rows in order[1:]:
-      box = plan[rows[0]][0].box
-      source_rows = np.zeros(batch, np.int32)
-      dest_rows = np.full(batch, batch, np.int32)  # past the batch: skipped
-      source_rows[:len(rows)] = [plan[i][0].row for i in rows]
-      dest_rows[:len(rows)] = rows
-      cache = _put_rows(cache, box.cache, source_rows, dest_rows)
-    return cache
+        by_box.setdefault(id(source.box), []).append(i)
+    if not by_box:
+      k, v = _empty_kv(self.policy.config, batch, self.slots)
+    for j, members in enumerate(sorted(by_box.values(), key=len, reverse=True)):
+      box = plan[members[0]][0].box
+      rows, shift = np.zeros(batch, np.int32), np.zeros(batch, np.int32)
+      for i in members:
+        rows[i], shift[i] = plan[i][0].row, plan[i][0].start - start[i]
+      if j == 0:
+        k, v = _pick_rows(box.cache, rows, shift)
+      else:
+        k, v = _place_rows(k, v, box.cache, rows, shift, np.isin(np.arange(batch), members))
+    return KVCache(k=k, v=v, mask=jnp.asarray(mask), index=jnp.asarray(index, jnp.int32))
 
   def _extend(self, chunk: Sequence[ActionRequest], plan: list[tuple[_CachedRow | None, int]],
               key: jax.Array) -> Generation:
     batch = bucket_length(len(chunk), self.sizes)
-    contexts = [r.context_ids for r in chunk]
     rows = plan + [plan[0]] * (batch - len(chunk))  # filler rows repeat row 0, as when re-prefilling
+    contexts = [r.context_ids for r in chunk]
     contexts += [contexts[0]] * (batch - len(chunk))
-    keep = np.asarray([k for _, k in rows], np.int32)
-    new = [context[k:] for context, k in zip(contexts, keep)]
+    new = [context[k:] for context, (_, k) in zip(contexts, rows)]
     width = bucket_length(max(len(n) for n in new), self.chunk_widths)
-    ids, lengths = _right_pad(new, width, self.sampling.pad_id)
-    self.stats["prefill_tokens"] += int(np.sum(lengths[:len(chunk)]))
+    lengths = np.asarray([len(c) for c in contexts])
+    end = max(int(lengths.max()), width)  # every context ends at this slot, the new tokens' block before it
+    ids, mask = _left_pad(new, width, batch, self.sampling.pad_id)
+    self.stats["prefill_tokens"] += sum(len(n) for n in new[:len(chunk)])
     self.stats["padded_prefill"] += ids.size
-    cache = self._assemble(rows)
-    out, cache = extend_and_generate(self.policy.config, self.policy.variables, cache, keep, ids, lengths, key,
+    cache = self._layout(rows, lengths, end, end - width)
+    out, cache = extend_and_generate(self.policy.config, self.policy.variables, cache, ids, mask, key,
                                      self.sampling, lora=self.policy.lora, use_lora=self.use_lora)
     out = jax.device_get(out)
     box = _CacheBox(cache)
     for i, request in enumerate(chunk):
       if request.episode_id is not None:
         generated = tuple(int(t) for t in out.tokens[i, :out.lengths[i]])
-        self._rows[request.episode_id] = _CachedRow(box, i, tuple(request.context_ids) + generated)
+        self._rows[request.episode_id] = _CachedRow(box, i, end - len(request.context_ids),
+                                                    tuple(request.context_ids) + generated)
     return out
 
   def _action(self, out: Generation, i: int) -> Action:
@@ -299,9 +311,11 @@ def model_policy(policy: Policy, tokenizer: Any, stops: stopping.ActionStops, sa
   `reuse_cache=True` (the default): every episode keeps its KV cache from one call to the
   next (keyed by `ActionRequest.episode_id`), and the next action prefills only the tokens
   its context adds (the previous action's tail is dropped where the action was cut, see
-  `_plan`), right-padded to one of `chunk_widths` (default `chunk_buckets(max(widths))`),
-  into a per-row cache of `max(widths) + max_new_tokens` slots (`generate.extend_and_generate`).
-  A left-truncated context re-prefills. `reuse_cache=False`: every action re-prefills its
+  `_plan`), left-padded to one of `chunk_widths` (default `chunk_buckets(max(widths))`).
+  Each call re-lays the kept rows (one gather) into a cache of `max(widths) +
+  max_new_tokens` slots where every row's context ends at the same slot, as a left-padded
+  prompt would, so decoding is `generate`'s loop (`generate.extend_and_generate`). A
+  left-truncated context re-prefills. `reuse_cache=False`: every action re-prefills its
   whole context, left-padded to one of `widths` (`generate.generate`).
 
   Both give the same actions, stops and rollouts from the same `rng`, and log-probs equal
