@@ -11,8 +11,10 @@ What it measures: `run_episodes` (the loop of online rollouts and evaluation) pl
 action prefills only the tokens its context adds) and once with `reuse_cache=False` (every
 action re-prefills the whole dialogue). Tokens/s = generated action tokens / wall seconds of
 the whole rollout (prefill, decode, the host-side bookkeeping, the environment and the
-tokenizer); compilation is excluded: each path plays the rollout once untimed first, then
-`--repeats` timed times (the best is kept).
+tokenizer). Compilation is excluded: each path plays the rollout once untimed first, then
+`--repeats` timed times (the best is kept); with `--nowarmup` (large models on a CPU, where
+one rollout takes minutes) each path plays once and the compilation time JAX reports
+(tracing, lowering, XLA compile) is subtracted from the wall time.
 
 Forcing long episodes honestly: random weights write no valid action and rarely a stop
 token, so the policy gets no stop sequences at all (every action is exactly
@@ -56,6 +58,7 @@ _CONTEXT = flags.DEFINE_integer("max_context_len", 1024, "Context limit (left tr
 _WIDTH = flags.DEFINE_integer("width_bucket", 128, "Re-prefill: contexts are left-padded to a multiple of this.")
 _DTYPE = flags.DEFINE_string("dtype", "float32", "Parameter, compute and cache dtype.")
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Timed rollouts per path (best is kept).")
+_WARMUP = flags.DEFINE_bool("warmup", True, "Play once untimed first (else subtract the measured compile time).")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny shapes: 4 episodes, 3 steps, 8 tokens, context 512 (one width).")
 
 
@@ -69,17 +72,31 @@ def build_policy(name: str, vocab_size: int, dtype: str) -> Policy:
   return Policy(config=config, variables={"params": init_base_params(config, jax.random.key(0))})
 
 
+_COMPILE_SECONDS = [0.0]
+
+
+def _count_compilation(event: str, seconds: float, **kwargs) -> None:
+  del kwargs
+  if event.startswith("/jax/core/compile/"):
+    _COMPILE_SECONDS[0] += seconds
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compilation)
+
+
 def play(policy: Policy, tokenizer, tasks, *, reuse_cache: bool, steps: int, new_tokens: int,
          max_context_len: int, width_bucket: int):
-  """One rollout of every task; returns (rollouts, seconds, the policy's counters)."""
+  """One rollout of every task; returns (rollouts, seconds without compilation, compilation
+  seconds, the policy's counters)."""
   acting = model_policy(policy, tokenizer, ActionStops(ends=(), turns=()),
                         SamplingConfig(max_new_tokens=new_tokens, pad_id=tokenizer.pad_token_id or 0),
                         jax.random.key(0), template="toolllama", max_batch=len(tasks),
                         widths=width_buckets(max_context_len, width_bucket), reuse_cache=reuse_cache)
-  start = time.perf_counter()
+  compiled, start = _COMPILE_SECONDS[0], time.perf_counter()
   rollouts = run_episodes(tasks, acting, tokenizer, bos_id=tokenizer.bos_token_id, max_context_len=max_context_len,
                           env_config=env.EnvConfig(max_steps=steps))
-  return rollouts, time.perf_counter() - start, acting.stats
+  compile_seconds = _COMPILE_SECONDS[0] - compiled
+  return rollouts, time.perf_counter() - start - compile_seconds, compile_seconds, acting.stats
 
 
 def compare(a, b) -> tuple[bool, float]:
@@ -114,19 +131,19 @@ def main(argv):
   for reuse in (True, False):
     kwargs = dict(reuse_cache=reuse, steps=steps, new_tokens=new_tokens, max_context_len=context,
                   width_bucket=width_bucket)
-    start = time.perf_counter()
-    rollouts, _, _ = play(policy, tokenizer, tasks, **kwargs)  # compiles every shape it meets
-    warmup = time.perf_counter() - start
+    compiling = 0.0
+    if _WARMUP.value:
+      _, _, compiling, _ = play(policy, tokenizer, tasks, **kwargs)  # compiles every shape it meets
     best, stats = float("inf"), {}
     for _ in range(_REPEATS.value):
-      rollouts, seconds, stats = play(policy, tokenizer, tasks, **kwargs)
-      best = min(best, seconds)
+      rollouts, seconds, compile_seconds, stats = play(policy, tokenizer, tasks, **kwargs)
+      best, compiling = min(best, seconds), compiling + compile_seconds
     tokens = sum(len(a.token_ids) for r in rollouts for a in r.actions)
-    results[reuse] = dict(rollouts=rollouts, seconds=best, tokens=tokens, stats=stats, warmup=warmup)
+    results[reuse] = dict(rollouts=rollouts, seconds=best, tokens=tokens, stats=stats, compiling=compiling)
     label = "reuse   " if reuse else "reprefill"
     print(f"{label}: {best:8.2f} s  {tokens / best:10,.1f} tokens/s  (prefilled {stats['prefill_tokens']:,} of "
           f"{stats['context_tokens']:,} context tokens, {stats['padded_prefill']:,} slots with padding; "
-          f"first run with compilation {warmup:.1f} s)")
+          f"compilation {compiling:.1f} s, excluded)")
   identical, worst = compare(results[True]["rollouts"], results[False]["rollouts"])
   steps_played = [r.num_steps for r in results[True]["rollouts"]]
   reuse_tps = results[True]["tokens"] / results[True]["seconds"]
@@ -142,6 +159,8 @@ def main(argv):
       "identical": identical, "max_logp_diff": worst,
       "prefill_tokens_reuse": results[True]["stats"]["prefill_tokens"],
       "prefill_tokens_reprefill": results[False]["stats"]["prefill_tokens"],
+      "compile_seconds_reuse": round(results[True]["compiling"], 1),
+      "compile_seconds_reprefill": round(results[False]["compiling"], 1), "warmup": _WARMUP.value,
       "device": jax.devices()[0].device_kind}))
 
 

@@ -3,7 +3,8 @@ generating (or scripted) policy, rule annotation, and shaping into training exam
 
     stops = action_stops(tokenizer, "toolllama")
     policy = model_policy(policy, tokenizer, stops, SamplingConfig(max_new_tokens=128, temperature=1.0),
-                          rng, template="toolllama", max_batch=32, widths=width_buckets(1024))
+                          rng, template="toolllama", max_batch=32, widths=width_buckets(1024),
+                          reuse_cache=True)  # each episode keeps its KV cache across turns (the default)
     settings = RolloutSettings(bos_id=1, max_context_len=1024, max_response_len=128, environment=EnvSettings(),
                                template="toolllama", group_size=4)
     collected = collect(tasks, policy, tokenizer, settings)

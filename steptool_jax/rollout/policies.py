@@ -103,10 +103,8 @@ def _left_pad(rows: Sequence[Sequence[int]], width: int, num_rows: int, pad_id: 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
   n = min(len(a), len(b))
-  for i in range(n):
-    if a[i] != b[i]:
-      return i
-  return n
+  differ = np.flatnonzero(np.asarray(a[:n], np.int64) != np.asarray(b[:n], np.int64))
+  return int(differ[0]) if differ.size else n
 
 
 @dataclasses.dataclass
@@ -318,12 +316,16 @@ def model_policy(policy: Policy, tokenizer: Any, stops: stopping.ActionStops, sa
   left-truncated context re-prefills. `reuse_cache=False`: every action re-prefills its
   whole context, left-padded to one of `widths` (`generate.generate`).
 
+  The slots hold any context the widths admit (a longer one is an error on both paths), so
+  no context needs a fallback for capacity.
+
   Both give the same actions, stops and rollouts from the same `rng`, and log-probs equal
-  to float rounding (the test observes < 1e-5 on the tiny model): a cached key was computed
-  in another matmul shape than one prefill of the whole context uses, so the last bits may
-  differ; a greedy or sampled token could differ only at a near-tie of two logits. The cache
-  costs memory: every running episode keeps `max(widths) + max_new_tokens` slots per layer
-  between calls (and, during a call, the chunk being built besides).
+  to float rounding, not bitwise (the tests observe < 2e-6 on the tiny model and assert
+  1e-5): a cached key was computed in another matmul shape (an earlier prefill, one decode
+  step) than one prefill of the whole context, so the last bits may differ; a greedy or
+  sampled token could differ only at a near-tie of two logits. The cache costs memory:
+  every running episode keeps `max(widths) + max_new_tokens` slots per layer between calls
+  (and, during a call, the chunk being built besides).
   """
   return ModelPolicy(policy, tokenizer, stops, sampling, rng, template=template, max_batch=max_batch,
                      widths=widths, use_lora=use_lora, reuse_cache=reuse_cache, chunk_widths=chunk_widths)

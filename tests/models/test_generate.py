@@ -94,48 +94,38 @@ def test_returned_logprobs_are_the_model_logprobs(make_policy):
     assert np.abs(base - scored).max() > 1e-3
 
 
-def test_extending_a_cache_continues_each_row_as_a_full_forward_would():
-  """Two rounds on one cache. The first generates from an empty cache (rows stop at different
-  steps and go on feeding pads). The second keeps all, part or none of each row's tokens
-  (clearing the mask of the others) and writes new tokens in a block placed so that one
-  row's padding lies over its own earlier tokens. Reference: the full forward over each
-  row's whole sequence (argmax and log-softmax of its logits at every generated position);
-  the cache ends holding exactly those sequences' tokens."""
-  policy, width, slots = tiny_policy(), 8, 32
-  first = [[1, 17, 33], [1, 64], [1, 5, 6, 7], [2]]
-  ids1, mask1 = left_pad(first, pad_id=0)
-  ids1, mask1 = np.pad(ids1, ((0, 0), (width - ids1.shape[1], 0))), np.pad(mask1, ((0, 0), (width - ids1.shape[1], 0)))
+def test_extending_a_cache_equals_generating_from_the_whole_prompt(greedy):
+  """Two rounds on one cache. The first generates from parts of the prompts (rows stop at
+  different steps and go on feeding pads). The second keeps a prefix of each row (its prompt
+  part, less, only the BOS, nothing: the other slots' mask cleared, their keys left in place)
+  and adds the rest of `PROMPTS` in a block placed so that a row's padding lies over its own
+  kept tokens. Reference: `generate` on the whole prompts (identical greedy tokens, log-probs
+  to rounding); the cache ends holding exactly each prompt and its generated tokens."""
+  policy, width, slots = tiny_policy(), 8, 24
+  first = [PROMPTS[0][:3], PROMPTS[1], PROMPTS[2][:1], [7, 7]]
+  keep = [3, 2, 1, 0]
+  ids1, mask1 = (np.pad(x, ((0, 0), (width - x.shape[1], 0))) for x in left_pad(first, pad_id=0))
   extend = lambda cache, ids, mask, sampling: extend_and_generate(policy.config, policy.variables, cache, ids, mask,
                                                                  jax.random.key(0), sampling)
-  probe, _ = extend(init_cache(policy.config, len(first), slots), ids1, mask1, SamplingConfig(max_new_tokens=NEW))
-  eos = int(probe.tokens[1, 2])  # a token some rows write before the end
   out1, cache = extend(init_cache(policy.config, len(first), slots), ids1, mask1,
-                       SamplingConfig(max_new_tokens=NEW, eos_ids=(eos,)))
+                       SamplingConfig(max_new_tokens=NEW, eos_ids=(int(greedy[1, 2]),)))
   lengths1 = np.asarray(out1.lengths)
   assert lengths1.min() < NEW and lengths1.max() == NEW  # some rows fed pads after their stop
-  written = [row + [int(t) for t in np.asarray(out1.tokens)[b, :lengths1[b]]] for b, row in enumerate(first)]
-  # Row 0 keeps everything, row 1 drops its generated tokens, row 2 all but its BOS, row 3 all.
-  keep = [len(written[0]), len(first[1]), 1, 0]
-  slot_of = [width - len(row) + np.arange(len(w)) for row, w in zip(first, written)]  # where round 1 put them
+  slot_of = [width - len(row) + np.arange(len(row)) for row in first]  # where round 1 put each prompt
   mask = np.zeros((len(first), slots), np.int32)
   for b, k in enumerate(keep):
     mask[b, slot_of[b][:k]] = 1
-  new = [[9, 100], [3, 4, 5], [60, 61], [1, 2, 3, 4, 5, 6, 7, 8]]
-  ids2, mask2 = left_pad(new, pad_id=0)
+  new = [prompt[k:] for prompt, k in zip(PROMPTS, keep)]
   index = max(int(slot_of[b][keep[b] - 1]) + 1 + len(new[b]) - width for b in range(3))
-  assert index < int(slot_of[0][-1])  # row 0's padding covers its last tokens: they must survive
+  assert index < int(slot_of[0][-1])  # row 0's padding lies over its kept tokens: they must survive
+  ids2, mask2 = left_pad(new, pad_id=0)
+  ids2, mask2 = (np.pad(x, ((0, 0), (width - x.shape[1], 0))) for x in (ids2, mask2))
   out2, cache = extend(cache.replace(mask=jnp.asarray(mask), index=jnp.int32(index)), ids2, mask2,
                        SamplingConfig(max_new_tokens=NEW))
-  contexts = [written[b][:keep[b]] + new[b] for b in range(len(new))]
-  tokens2, logp2 = np.asarray(out2.tokens), np.asarray(out2.logprobs)
-  assert np.all(np.asarray(out2.lengths) == NEW)
-  full, full_mask = left_pad([c + list(tokens2[b]) for b, c in enumerate(contexts)], pad_id=0)
-  log_softmax = np.asarray(jax.nn.log_softmax(policy.logits(full, full_mask), axis=-1))
-  for b, context in enumerate(contexts):
-    at = full.shape[1] - NEW - 1 + np.arange(NEW)  # the positions predicting each generated token
-    np.testing.assert_array_equal(tokens2[b], np.argmax(log_softmax[b, at], axis=-1))
-    np.testing.assert_allclose(logp2[b], log_softmax[b, at, tokens2[b]], atol=1e-5)
-  np.testing.assert_array_equal(np.asarray(cache.mask).sum(-1), [len(c) + NEW for c in contexts])
+  reference = run(SamplingConfig(max_new_tokens=NEW))
+  np.testing.assert_array_equal(np.asarray(out2.tokens), greedy)
+  np.testing.assert_allclose(np.asarray(out2.logprobs), np.asarray(reference.logprobs), atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(cache.mask).sum(-1), [len(p) + NEW for p in PROMPTS])
 
 
 def test_sampling_config_validation():
