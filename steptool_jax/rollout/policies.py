@@ -123,22 +123,24 @@ class _CachedRow:
   tokens: tuple[int, ...]
 
 
-def _shifted(x: jax.Array, rows: jax.Array, shift: jax.Array) -> jax.Array:
-  """`x [L, B', S, ...]` re-laid: row b of the result is row `rows[b]` moved by `-shift[b]` slots."""
-  slots = jnp.clip(jnp.arange(x.shape[2])[None, :] + shift[:, None], 0, x.shape[2] - 1)
-  return x[:, rows[:, None], slots]
+def _shifted(x: jax.Array, rows: jax.Array, shift: jax.Array, slots: int) -> jax.Array:
+  """`x [L, B', S, ...]` re-laid into `slots` slots: row b of the result is row `rows[b]`
+  moved by `-shift[b]` slots."""
+  source_slots = jnp.clip(jnp.arange(slots)[None, :] + shift[:, None], 0, x.shape[2] - 1)
+  return x[:, rows[:, None], source_slots]
 
 
-@jax.jit
-def _pick_rows(source: KVCache, rows: jax.Array, shift: jax.Array) -> tuple[jax.Array, jax.Array]:
-  return _shifted(source.k, rows, shift), _shifted(source.v, rows, shift)
+@functools.partial(jax.jit, static_argnums=(3,))
+def _pick_rows(source: KVCache, rows: jax.Array, shift: jax.Array, slots: int) -> tuple[jax.Array, jax.Array]:
+  return _shifted(source.k, rows, shift, slots), _shifted(source.v, rows, shift, slots)
 
 
 @functools.partial(jax.jit, donate_argnums=(0, 1))
 def _place_rows(k: jax.Array, v: jax.Array, source: KVCache, rows: jax.Array, shift: jax.Array,
                 select: jax.Array) -> tuple[jax.Array, jax.Array]:
-  chosen = select[None, :, None, None, None]
-  return jnp.where(chosen, _shifted(source.k, rows, shift), k), jnp.where(chosen, _shifted(source.v, rows, shift), v)
+  chosen, slots = select[None, :, None, None, None], k.shape[2]
+  return (jnp.where(chosen, _shifted(source.k, rows, shift, slots), k),
+          jnp.where(chosen, _shifted(source.v, rows, shift, slots), v))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -158,17 +160,24 @@ class ModelPolicy:
 
   def __init__(self, policy: Policy, tokenizer: Any, stops: stopping.ActionStops, sampling: SamplingConfig,
                rng: jax.Array, *, template: str, max_batch: int, widths: Sequence[int], use_lora: bool,
-               reuse_cache: bool, chunk_widths: Sequence[int] | None):
+               reuse_cache: bool, chunk_widths: Sequence[int] | None, bucketed_capacity: bool):
     self.policy, self.tokenizer, self.stops, self.template = policy, tokenizer, stops, template
     self.sampling = dataclasses.replace(sampling, eos_ids=stops.stop_ids, stop_sequences=stops.stop_sequences)
     self.rng, self.max_batch, self.widths, self.use_lora = rng, max_batch, tuple(widths), use_lora
     self.reuse_cache = reuse_cache
-    self.chunk_widths = tuple(chunk_widths) if chunk_widths is not None else chunk_buckets(max(self.widths))
+    # By default, powers of two up to the smallest width (an observation and the next header
+    # are short), then the widths themselves (a first prompt, a re-prefilled context).
+    self.chunk_widths = (tuple(chunk_widths) if chunk_widths is not None
+                         else tuple(sorted(set(chunk_buckets(min(self.widths)) + self.widths))))
     if max(self.chunk_widths) < max(self.widths):
       raise ValueError(f"chunk_widths: the largest ({max(self.chunk_widths)}) must hold a whole context "
                        f"(the largest width, {max(self.widths)})")
     # Every row's cache holds its whole context (or the block of new tokens) and the new action.
-    self.slots = max(self.widths + self.chunk_widths) + self.sampling.max_new_tokens
+    new = self.sampling.max_new_tokens
+    self.capacities = (tuple(w + new for w in self.widths) if bucketed_capacity
+                       else (max(self.widths + self.chunk_widths) + new,))
+    if max(self.chunk_widths) > max(self.widths):
+      self.capacities += (max(self.chunk_widths) + new,)
     self.sizes = batch_buckets(max_batch)
     self.stats = dict(calls=0, context_tokens=0, prefill_tokens=0, padded_prefill=0, generated_tokens=0)
     self._rows: dict[int, _CachedRow] = {}
@@ -235,7 +244,7 @@ class ModelPolicy:
     return plan
 
   def _layout(self, plan: Sequence[tuple[_CachedRow | None, int]], lengths: np.ndarray, end: int,
-              index: int) -> KVCache:
+              index: int, slots: int) -> KVCache:
     """The cache of a chunk: row b's kept tokens moved so that its context will end at slot
     `end` (as left padding lays out a prompt), the rest of its slots masked, the new tokens
     to be written from `index`. One gather per source cache; fresh rows get whatever the
@@ -243,21 +252,21 @@ class ModelPolicy:
     batch = len(plan)
     start = end - lengths  # where each row's context begins
     keep = np.asarray([k for _, k in plan])
-    slot = np.arange(self.slots)[None, :]
+    slot = np.arange(slots)[None, :]
     mask = ((slot >= start[:, None]) & (slot < (start + keep)[:, None])).astype(np.int32)
     by_box: dict[int, list[int]] = {}
     for i, (source, _) in enumerate(plan):
       if source is not None:
         by_box.setdefault(id(source.box), []).append(i)
     if not by_box:
-      k, v = _empty_kv(self.policy.config, batch, self.slots)
+      k, v = _empty_kv(self.policy.config, batch, slots)
     for j, members in enumerate(sorted(by_box.values(), key=len, reverse=True)):
       box = plan[members[0]][0].box
       rows, shift = np.zeros(batch, np.int32), np.zeros(batch, np.int32)
       for i in members:
         rows[i], shift[i] = plan[i][0].row, plan[i][0].start - start[i]
       if j == 0:
-        k, v = _pick_rows(box.cache, rows, shift)
+        k, v = _pick_rows(box.cache, rows, shift, slots)
       else:
         k, v = _place_rows(k, v, box.cache, rows, shift, np.isin(np.arange(batch), members))
     return KVCache(k=k, v=v, mask=jnp.asarray(mask), index=jnp.asarray(index, jnp.int32))
@@ -275,7 +284,8 @@ class ModelPolicy:
     ids, mask = _left_pad(new, width, batch, self.sampling.pad_id)
     self.stats["prefill_tokens"] += sum(len(n) for n in new[:len(chunk)])
     self.stats["padded_prefill"] += ids.size
-    cache = self._layout(rows, lengths, end, end - width)
+    slots = bucket_length(end + self.sampling.max_new_tokens, self.capacities)
+    cache = self._layout(rows, lengths, end, end - width, slots)
     out, cache = extend_and_generate(self.policy.config, self.policy.variables, cache, ids, mask, key,
                                      self.sampling, lora=self.policy.lora, use_lora=self.use_lora)
     out = jax.device_get(out)
@@ -298,8 +308,8 @@ class ModelPolicy:
 
 def model_policy(policy: Policy, tokenizer: Any, stops: stopping.ActionStops, sampling: SamplingConfig,
                  rng: jax.Array, *, template: str, max_batch: int, widths: Sequence[int],
-                 use_lora: bool = True, reuse_cache: bool = True,
-                 chunk_widths: Sequence[int] | None = None) -> ModelPolicy:
+                 use_lora: bool = True, reuse_cache: bool = True, chunk_widths: Sequence[int] | None = None,
+                 bucketed_capacity: bool = True) -> ModelPolicy:
   """A generating policy. `sampling.eos_ids`/`stop_sequences` are replaced by `stops`.
 
   Requests are answered `max_batch` at a time, in order; each such call draws fresh
@@ -309,11 +319,14 @@ def model_policy(policy: Policy, tokenizer: Any, stops: stopping.ActionStops, sa
   `reuse_cache=True` (the default): every episode keeps its KV cache from one call to the
   next (keyed by `ActionRequest.episode_id`), and the next action prefills only the tokens
   its context adds (the previous action's tail is dropped where the action was cut, see
-  `_plan`), left-padded to one of `chunk_widths` (default `chunk_buckets(max(widths))`).
-  Each call re-lays the kept rows (one gather) into a cache of `max(widths) +
-  max_new_tokens` slots where every row's context ends at the same slot, as a left-padded
-  prompt would, so decoding is `generate`'s loop (`generate.extend_and_generate`). A
-  left-truncated context re-prefills. `reuse_cache=False`: every action re-prefills its
+  `_plan`), left-padded to one of `chunk_widths` (default: `chunk_buckets(min(widths))`, then
+  `widths`).
+  Each call re-lays the kept rows (one gather) into a cache where every row's context ends
+  at the same slot, as a left-padded prompt would, so decoding is `generate`'s loop
+  (`generate.extend_and_generate`). Its slots are `width + max_new_tokens` for the smallest
+  of `widths` that holds the call's contexts, as when re-prefilling (`bucketed_capacity=False`:
+  always the largest, one decode compilation per batch size but attention over every slot
+  at each step). A left-truncated context re-prefills. `reuse_cache=False`: every action re-prefills its
   whole context, left-padded to one of `widths` (`generate.generate`).
 
   The slots hold any context the widths admit (a longer one is an error on both paths), so
@@ -324,11 +337,12 @@ def model_policy(policy: Policy, tokenizer: Any, stops: stopping.ActionStops, sa
   1e-5): a cached key was computed in another matmul shape (an earlier prefill, one decode
   step) than one prefill of the whole context, so the last bits may differ; a greedy or
   sampled token could differ only at a near-tie of two logits. The cache costs memory:
-  every running episode keeps `max(widths) + max_new_tokens` slots per layer between calls
-  (and, during a call, the chunk being built besides).
+  every running episode keeps its call's slots per layer between calls (and, during a call,
+  the chunk being built besides).
   """
   return ModelPolicy(policy, tokenizer, stops, sampling, rng, template=template, max_batch=max_batch,
-                     widths=widths, use_lora=use_lora, reuse_cache=reuse_cache, chunk_widths=chunk_widths)
+                     widths=widths, use_lora=use_lora, reuse_cache=reuse_cache, chunk_widths=chunk_widths,
+                     bucketed_capacity=bucketed_capacity)
 
 
 def text_policy(write: Callable[[env.Episode], str], tokenizer: Any, *, eos_id: int | None = None) -> ActionPolicy:

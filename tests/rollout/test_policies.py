@@ -21,6 +21,9 @@ from steptool_jax.rollout.scripted import GIVE_UP_ACTION
 from tests.rollout.tiny_policy import MAX_BATCH, MAX_CONTEXT_LEN, MAX_NEW_TOKENS, builtin_tokenizer, tiny_policy
 
 LOGP_TOLERANCE = 1e-5  # observed: < 2e-6
+# With cache reuse the cache grows from 392 to 520 slots as contexts pass 384 tokens; the
+# re-prefilled reference pads every context to 512 (the layouts differ, the rollouts may not).
+WIDTHS = (384, MAX_CONTEXT_LEN)
 NUM_TASKS = 15  # 4 + 4 + 4 + 3 requests in the first round, then 11, 7, 3: always batch 4, with filler rows
 MAX_STEPS = 4
 
@@ -60,7 +63,8 @@ def play(tasks, *, reuse_cache: bool, max_context_len: int = MAX_CONTEXT_LEN, te
   if policy is None:
     policy = model_policy(tiny_policy(), tokenizer, varied_stops(),
                           SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=temperature), jax.random.key(key),
-                          template="toolllama", max_batch=MAX_BATCH, widths=(MAX_CONTEXT_LEN,),
+                          template="toolllama", max_batch=MAX_BATCH,
+                          widths=WIDTHS if reuse_cache else (MAX_CONTEXT_LEN,),
                           reuse_cache=reuse_cache)
   rollouts = run_episodes(tasks, ending(policy), tokenizer, bos_id=1, max_context_len=max_context_len,
                           env_config=env.EnvConfig(max_steps=MAX_STEPS))
@@ -82,18 +86,24 @@ def assert_same_rollouts(a, b) -> float:
   return worst
 
 
+def context_lengths(rollouts) -> list[list[int]]:
+  """Per episode, the untruncated length of the context before each action (BOS included)."""
+  out = []
+  for r in rollouts:
+    lengths, length = [], 1
+    for prompt, action in zip(r.prompt_ids, r.actions):
+      length += len(prompt)
+      lengths.append(length)
+      length += len(action.token_ids)
+    out.append(lengths)
+  return out
+
+
 def truncated_steps(rollouts, max_context_len: int) -> tuple[int, int]:
   """(steps whose context was left-truncated, steps after the first that were not)."""
-  cut = kept = 0
-  for r in rollouts:
-    length = 1  # BOS
-    for step, (prompt, action) in enumerate(zip(r.prompt_ids, r.actions)):
-      length += len(prompt)
-      if length > max_context_len:
-        cut += 1
-      elif step > 0:
-        kept += 1
-      length += len(action.token_ids)
+  lengths = context_lengths(rollouts)
+  cut = sum(n > max_context_len for row in lengths for n in row)
+  kept = sum(n <= max_context_len for row in lengths for n in row[1:])
   return cut, kept
 
 
@@ -111,6 +121,10 @@ def test_greedy_rollouts_with_cache_reuse_equal_reprefilled_ones(tasks, max_cont
   assert len({len(a.token_ids) for r in cached for a in r.actions}) >= 4
   cut, kept = truncated_steps(cached, max_context_len)
   assert kept > 0 and (cut > 0) == (max_context_len < MAX_CONTEXT_LEN)
+  longest = [max(min(row[step], max_context_len) for row in context_lengths(cached) if len(row) > step)
+             for step in range(MAX_STEPS)]
+  if max_context_len == MAX_CONTEXT_LEN:  # the first rounds fit the smaller width, later ones do not
+    assert longest[0] <= WIDTHS[0] < longest[-1]
   worst = assert_same_rollouts(cached, fresh)
   assert worst < LOGP_TOLERANCE
   stats, fresh_stats = cached_policy.stats, fresh_policy.stats
