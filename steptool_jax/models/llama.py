@@ -35,7 +35,10 @@ class KVCache:
 
   `k`, `v`: `[layers, B, S, kv_heads, head_dim]`; `mask`: `[B, S]` (1 = a real token was
   written there); `index`: the next slot to write (all rows advance together, which is why
-  prompts are left-padded).
+  prompts are left-padded). A padding input token leaves the slot it lands on as it was
+  (key, value and mask), so a block of new tokens can be written over slots that already
+  hold a row's earlier tokens, as long as that row's new tokens come after them
+  (`generate.extend_and_generate`: an episode's cache kept across turns).
   """
   k: jnp.ndarray
   v: jnp.ndarray
@@ -89,7 +92,7 @@ class Attention(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, kv_mask: jnp.ndarray,
+  def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, kv_mask: jnp.ndarray, input_mask: jnp.ndarray,
                cache: tuple[jnp.ndarray, jnp.ndarray] | None, cache_index: jnp.ndarray | None,
                layer_index: jnp.ndarray) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray] | None]:
     cfg = self.config
@@ -113,8 +116,14 @@ class Attention(nn.Module):
       # update happens in place instead of copying every layer's cache each step.
       cache_k, cache_v = cache
       start = (layer_index, 0, cache_index, 0, 0)
-      cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype)[None], start)
-      cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype)[None], start)
+      real = (input_mask > 0)[None, :, :, None, None]
+
+      def write(cache_x: jnp.ndarray, new: jnp.ndarray) -> jnp.ndarray:
+        new = new.astype(cache_x.dtype)[None]
+        new = jnp.where(real, new, jax.lax.dynamic_slice(cache_x, start, new.shape))  # padding keeps the slot
+        return jax.lax.dynamic_update_slice(cache_x, new, start)
+
+      cache_k, cache_v = write(cache_k, k), write(cache_v, v)
       cache = (constrain(cache_k, CACHE_AXES), constrain(cache_v, CACHE_AXES))
       keys, values, offset = cache_k[layer_index], cache_v[layer_index], cache_index
 
@@ -160,12 +169,13 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, carry: tuple[Any, ...], layer_index: jnp.ndarray, positions: jnp.ndarray,
-               kv_mask: jnp.ndarray, cache_index: jnp.ndarray | None) -> tuple[tuple[Any, ...], None]:
+               kv_mask: jnp.ndarray, input_mask: jnp.ndarray,
+               cache_index: jnp.ndarray | None) -> tuple[tuple[Any, ...], None]:
     cfg = self.config
     x, cache = carry
     norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, cfg.jnp_param_dtype, name=name)
     attn_out, cache = Attention(cfg, self.lora, self.deterministic, name="self_attn")(
-        norm("input_norm")(x), positions, kv_mask, cache, cache_index, layer_index)
+        norm("input_norm")(x), positions, kv_mask, input_mask, cache, cache_index, layer_index)
     x = constrain(x + attn_out, HIDDEN_AXES)
     mlp_out = MLP(cfg, self.lora, self.deterministic, name="mlp")(norm("post_attention_norm")(x))
     x = constrain(x + mlp_out, HIDDEN_AXES)
@@ -201,7 +211,7 @@ class CausalLM(nn.Module):
         layer,
         variable_axes={"params": 0, LORA_COLLECTION: 0},
         split_rngs={"params": True, "dropout": True},
-        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
         length=cfg.num_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )(cfg, self.lora, self.deterministic)
@@ -225,14 +235,16 @@ class CausalLM(nn.Module):
       kv_mask, cache_index, layer_cache = attention_mask, None, None
       offset: Any = 0
     else:
-      kv_mask = jax.lax.dynamic_update_slice(cache.mask, attention_mask, (0, cache.index))
+      block = jax.lax.dynamic_slice(cache.mask, (0, cache.index), attention_mask.shape)
+      kv_mask = jax.lax.dynamic_update_slice(cache.mask, jnp.maximum(block, attention_mask), (0, cache.index))
       cache_index, layer_cache = cache.index, (cache.k, cache.v)
       offset = jnp.sum(cache.mask, axis=-1, keepdims=True)
     if positions is None:
       positions = positions_from_mask(attention_mask, offset)
     x = constrain(self.embed(input_ids), HIDDEN_AXES)
     layer_indices = jnp.arange(self.config.num_layers)
-    (x, layer_cache), _ = self.layers((x, layer_cache), layer_indices, positions, kv_mask, cache_index)
+    (x, layer_cache), _ = self.layers((x, layer_cache), layer_indices, positions, kv_mask, attention_mask,
+                                      cache_index)
     x = constrain(self.final_norm(x), HIDDEN_AXES)
     if cache is not None:
       assert layer_cache is not None

@@ -93,7 +93,8 @@ def run_episodes(tasks: Sequence[Task], policy: ActionPolicy, tokenizer: Any, *,
   while active:
     requests = [ActionRequest(episode=running[i].episode,
                               context_ids=tuple(policy_context(running[i].context_segments(), bos_id=bos_id,
-                                                               max_context_len=max_context_len)))
+                                                               max_context_len=max_context_len)),
+                              episode_id=i)
                 for i in active]
     actions = policy(requests)
     if len(actions) != len(requests):

