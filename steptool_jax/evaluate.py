@@ -172,7 +172,8 @@ def build_policy(config: Config, tokenizer: Any, policy: Policy | None = None) -
   stops = action_stops(tokenizer, config.data.template, policy.config.eos_token_ids)
   return model_policy(policy, tokenizer, stops, sampling, jax.random.key(config.eval.seed),
                       template=config.data.template, max_batch=config.eval.batch_size,
-                      widths=width_buckets(config.data.max_context_len, config.eval.width_bucket))
+                      widths=width_buckets(config.data.max_context_len, config.eval.width_bucket),
+                      reuse_cache=config.eval.reuse_cache)
 
 
 # Names written for intermediate calls that have none a reader accepts: an action without a

@@ -88,6 +88,12 @@ def test_tiny_random_model_end_to_end(tmp_path):
   assert metrics["summary"]["episodes"] == MAX_BATCH and "by_template" in metrics["metrics"]
 
 
+@pytest.mark.parametrize("reuse", [True, False])
+def test_eval_reuse_cache_reaches_the_acting_policy(reuse):
+  acting = evaluate.build_policy(config("random", **{"eval.reuse_cache": reuse}), builtin_tokenizer(), tiny_policy())
+  assert acting.reuse_cache is reuse
+
+
 def test_bad_config_values_name_the_field():
   with pytest.raises(ValueError, match="eval.split"):
     evaluate.load_tasks(config(**{"eval.split": "dev"}))

@@ -63,6 +63,7 @@ class EvalSection:
   top_p: float = 1.0
   seed: int = 0
   width_bucket: int = 128  # prompts are left-padded to a multiple of this (fewer compiles)
+  reuse_cache: bool = True  # KV cache kept across an episode's turns (rollout.reuse_cache)
 
   def __post_init__(self):
     schema.one_of("split", self.split, SPLITS)

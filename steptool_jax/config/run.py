@@ -149,6 +149,9 @@ class RolloutSection:
   top_p: float = 1.0
   generation_batch: int = 0  # rows per generate call; 0 = batch.size
   width_bucket: int = 128  # prompts are left-padded to a multiple of this (fewer compiles)
+  # Episodes keep their KV cache across turns (each action prefills only what its context
+  # adds); False re-prefills every context whole (the same actions, log-probs to rounding).
+  reuse_cache: bool = True
 
   def __post_init__(self):
     schema.one_of("mode", self.mode, ROLLOUT_MODES)

@@ -52,6 +52,7 @@ class OnlineSource:
   buckets: tuple[int, ...]
   widths: tuple[int, ...]
   generation_batch: int
+  reuse_cache: bool
   collate: Collate
   local_rows: slice
   counters: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -78,7 +79,7 @@ class OnlineSource:
     policy = Policy(config=self.model_config, variables=dict(policy_variables), lora=self.lora)
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed), epoch), index)
     acting = model_policy(policy, self.tokenizer, self.stops, self.sampling, key, template=self.settings.template,
-                          max_batch=self.generation_batch, widths=self.widths)
+                          max_batch=self.generation_batch, widths=self.widths, reuse_cache=self.reuse_cache)
     # This process plays its rows of the grouped batch, all of them together.
     collected = collect(self.batch_tasks(epoch, index), acting, self.tokenizer, self.settings, rows=self.local_rows)
     examples = list(collected.examples)
@@ -113,6 +114,6 @@ def make_online_source(config: RunConfig, tokenizer: Any, policy: Policy, *, loc
       stops=action_stops(tokenizer, data.template, policy.config.eos_token_ids), batch_size=config.batch.size,
       seed=config.seed, buckets=length_buckets(max_len, min_len=min(data.min_bucket_len, max_len)),
       widths=width_buckets(data.max_context_len, rollout.width_bucket),
-      generation_batch=rollout.generation_batch or config.batch.size,
+      generation_batch=rollout.generation_batch or config.batch.size, reuse_cache=rollout.reuse_cache,
       collate=step_grained_collate(pad_id_of(tokenizer), config.env.max_steps), local_rows=local_rows,
       counters=counters, keys=BEHAVIOUR_KEYS if config.ppo.old_logp == "behaviour" else ONLINE_KEYS)

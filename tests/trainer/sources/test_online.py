@@ -78,6 +78,19 @@ def test_a_batch_is_groups_of_rollouts_of_its_tasks(source):
   assert again_stats == stats
 
 
+@pytest.mark.parametrize("reuse", [True, False])
+def test_rollout_reuse_cache_reaches_the_acting_policy(reuse, monkeypatch):
+  from steptool_jax.trainer.sources import online  # noqa: PLC0415
+  made = []
+  monkeypatch.setattr(online, "model_policy", lambda *args, **kwargs: made.append(kwargs) or None)
+  monkeypatch.setattr(online, "collect", lambda *args, **kwargs: (_ for _ in ()).throw(StopIteration))
+  source = make_online_source(parse_run_config(online_config(**{"rollout.reuse_cache": reuse})), builtin_tokenizer(),
+                              tiny_policy(), local_rows=slice(0, BATCH))
+  with pytest.raises(StopIteration):
+    source.batch(0, 0, tiny_policy().variables)
+  assert [kwargs["reuse_cache"] for kwargs in made] == [reuse]
+
+
 def test_batches_outside_the_epoch_are_refused(source):
   with pytest.raises(IndexError):
     source.batch(0, 16, tiny_policy().variables)
@@ -152,7 +165,7 @@ def _sliced_source(monkeypatch, num_tasks: int, local_rows: slice):
   return online.OnlineSource(
       tasks=tasks, tokenizer=None, model_config=tiny_policy().config, lora=None,
       settings=types.SimpleNamespace(group_size=GROUP, template="toolllama"), sampling=None, stops=None,
-      batch_size=BATCH, seed=0, buckets=(16, 32, 64), widths=(64,), generation_batch=BATCH,
+      batch_size=BATCH, seed=0, buckets=(16, 32, 64), widths=(64,), generation_batch=BATCH, reuse_cache=True,
       collate=step_grained_collate(0, MAX_STEPS), local_rows=local_rows)
 
 
