@@ -178,10 +178,10 @@ def run_main(argv: Sequence[str], algorithm: str, module: str) -> int:
     result = train_and_evaluate(run, workdir)
   except (ValueError, OSError) as e:  # bad config values, data, paths: the message names the field or file
     print(f"error: {e}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+    return distributed.fail(EXIT_BAD_INPUT)  # multi-process: at once, not after the 5-minute shutdown barrier
   except loop.NonFiniteError as e:
     print(f"error: {e}", file=sys.stderr)
-    return EXIT_NONFINITE
+    return distributed.fail(EXIT_NONFINITE)
   if jax.process_index() == 0:
     print(_summary(workdir, result, time.perf_counter() - started), flush=True)
   return 0
