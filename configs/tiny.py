@@ -15,13 +15,17 @@ Variants (combine with commas, e.g. `configs/tiny.py:lora,final`):
   lora     LoRA adapters (r 8 / alpha 16) and the value head, base frozen
   final    PPO with the final reward only (the paper's PPO baseline)
   summed   all step rewards summed onto the last action (no step-grained credit)
+  mesh8    minibatches of 8 rows and no accumulation, for meshes of up to 8 batch shards
+           (1 x 8 devices, or 2 x 4 / 4 x 2 local processes: docs/training.md "Multi-host");
+           the default's 2 rows x 4 passes fit at most 2. Each optimizer step still averages
+           the gradients of the same 8 rows.
 """
 
 from __future__ import annotations
 
 from steptool_jax.config.run import base_config
 
-VARIANTS = ("sft", "lora", "final", "summed")
+VARIANTS = ("sft", "lora", "final", "summed", "mesh8")
 
 
 def get_config(arg: str = ""):
@@ -61,4 +65,7 @@ def get_config(arg: str = ""):
     config.reward.placement = "final_only"
   if "summed" in variants:
     config.reward.placement = "summed"
+  if "mesh8" in variants:
+    config.batch.minibatch_size = 8
+    config.batch.grad_accum_steps = 1
   return config

@@ -18,8 +18,10 @@
 # its share of every batch, and process 0 writes metrics. Checkpoints are written by all
 # hosts into WORKDIR, which must be the same shared directory for all of them (the bucket).
 # A preempted VM gets SIGTERM: the run saves a checkpoint and exits 0; `run` again resumes.
+# The mechanism (what runs where, per-host logs, the limits): docs/training.md, "Multi-host".
 # The same processes on one machine, one per "host", CPU devices standing in for chips:
-#   python -m steptool_jax.launch_local --processes=2 --devices_per_process=4 -- python -m steptool_jax.train ...
+#   python -m steptool_jax.launch_local --processes=2 --devices_per_process=4 -- \
+#       python -m steptool_jax.train --config=configs/tiny.py:mesh8 --workdir=/tmp/tiny-2x4
 set -euo pipefail
 
 TPU_NAME=${TPU_NAME:-steptool}
@@ -62,7 +64,8 @@ case "${1:-}" in
     shift
     extra=("--config.model.path=$MODEL_PATH")
     [[ -n "$DATA" ]] && extra+=("--config.data.train_path=$DATA")
-    # Local disk for the tokenised-data cache: each host tokenises for itself.
+    # Local disk for the tokenised-data cache (memory-mapped: faster than the bucket): process 0
+    # tokenises first, then each other host makes its own copy (first run only).
     extra+=("--config.data.cache_dir=/tmp/steptool_cache")
     on_all_workers "cd ~/$REMOTE_DIR && . ~/venv/bin/activate && \
       python -m steptool_jax.train --config=$CONFIG --workdir=$WORKDIR ${extra[*]} $*"

@@ -17,6 +17,13 @@ for external evaluators), `episodes.jsonl` (per-task verdicts) and `metrics.json
 atomically (a kill leaves the old file or the new one, never half of one). The last
 line of standard output is one JSON object with at least `pass_rate`, `tool_recall`,
 `episodes` and `split`.
+
+Across processes (`distributed`, e.g. under `python -m steptool_jax.launch_local`), process
+p plays tasks p, p + N, p + 2N, ... of the split with its own copy of the policy on its
+first local device; the episode records (JSON) are gathered, and process 0 alone computes
+the metrics, writes the outputs and prints the JSON line, in task order: the same files and
+summary as one process (greedy decoding; sampled actions depend on the batches they were
+drawn in).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from steptool_jax.config.evaluation import EvalConfig, parse_eval_config
 from steptool_jax.data.errors import DataError
 from steptool_jax.data.files import atomic_write
 from steptool_jax.data.records import FINISH, ToolCall, Trajectory
-from steptool_jax.data.toolbench import write_converted_answers
+from steptool_jax.data.toolbench import converted_answer_record, parse_converted_answer, write_converted_answers
 from steptool_jax.envs import judge
 from steptool_jax.envs.expert import Mistakes
 from steptool_jax.envs.tasks import Task, read_tasks
@@ -52,6 +59,7 @@ from steptool_jax.rollout.episodes import Rollout, run_episodes
 from steptool_jax.rollout.policies import ActionPolicy, model_policy, text_policy, width_buckets
 from steptool_jax.rollout.scripted import expert_writer, give_up_writer
 from steptool_jax.rollout.stopping import action_stops
+from steptool_jax.trainer import distributed
 
 HEADLINE = ("pass_rate", "solved_rate", "tool_recall", "steps", "failed_call_rate")
 EVAL_DIR = "eval"  # --workdir=RUN writes its outputs to RUN/eval/<split>/ (unless output_dir is set)
@@ -66,16 +74,19 @@ class Evaluation:
   metrics: dict[str, Any]
 
   def summary(self, split: str) -> dict[str, Any]:
-    """The one-line result: each headline metric's mean and its CI, the counts."""
-    out: dict[str, Any] = {"split": split, "episodes": self.metrics["episodes"]}
-    for name in HEADLINE:
-      estimate = self.metrics[name]
-      out[name] = estimate["mean"]
-      out[f"{name}_ci"] = [estimate["ci_low"], estimate["ci_high"]]
-    out["status_counts"] = self.metrics["status_counts"]
-    out["pass_rate_by_generalization"] = {g: m["pass_rate"]["mean"]
-                                          for g, m in self.metrics["by_generalization"].items()}
-    return out
+    return summarize(self.metrics, split)
+
+
+def summarize(metrics: dict[str, Any], split: str) -> dict[str, Any]:
+  """The one-line result: each headline metric's mean and its CI, the counts."""
+  out: dict[str, Any] = {"split": split, "episodes": metrics["episodes"]}
+  for name in HEADLINE:
+    estimate = metrics[name]
+    out[name] = estimate["mean"]
+    out[f"{name}_ci"] = [estimate["ci_low"], estimate["ci_high"]]
+  out["status_counts"] = metrics["status_counts"]
+  out["pass_rate_by_generalization"] = {g: m["pass_rate"]["mean"] for g, m in metrics["by_generalization"].items()}
+  return out
 
 
 def evaluate_policy(tasks: Sequence[Task], policy: ActionPolicy, tokenizer: Any,
@@ -138,11 +149,12 @@ def load_model(config: Config, tokenizer: Any) -> Policy:
     model_config = preset(config.policy.model_preset, vocab_size=len(tokenizer))
     return init_policy(model_config, jax.random.key(config.policy.seed), with_value_head=False)
   config.policy.check_path()
-  if kind == "hf":
-    return load_pretrained(path, with_value_head=False)
   from steptool_jax.parallel import make_mesh  # noqa: PLC0415
+  # This process's first device: with several processes each loads its own replica.
+  mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.local_devices()[:1])
+  if kind == "hf":
+    return load_pretrained(path, with_value_head=False, mesh=mesh)
   from steptool_jax.trainer import policy_init  # noqa: PLC0415
-  mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
   return policy_init.policy_of_run(path, len(tokenizer), mesh)
 
 
@@ -194,24 +206,66 @@ def answer_trajectory(trajectory: Trajectory) -> Trajectory:
   return dataclasses.replace(trajectory, calls=tuple(renamed(call) for call in trajectory.calls))
 
 
-def write_outputs(output_dir: str | pathlib.Path, evaluation: Evaluation, summary: dict[str, Any]) -> None:
+def episode_records(evaluation: Evaluation, indices: Sequence[int]) -> list[dict[str, Any]]:
+  """One JSON record per episode, to move between processes: `index` (the task's place in
+  the evaluated split), `episode` (its line of episodes.jsonl), `answer` (its converted
+  answer record) and `score` (what the metrics need)."""
+  records = []
+  for index, rollout, verdict in zip(indices, evaluation.rollouts, evaluation.judgements, strict=True):
+    trajectory = answer_trajectory(rollout.episode.trajectory())
+    score = metrics_lib.EpisodeScore.from_judgement(verdict, template=rollout.task.template, steps=rollout.num_steps)
+    records.append({
+        "index": index, "query_id": trajectory.query_id, "answer": converted_answer_record(trajectory),
+        "score": dataclasses.asdict(score),
+        "episode": {
+            "task_id": verdict.task_id, "template": rollout.task.template,
+            "generalization": verdict.generalization, "status": verdict.status.value,
+            "tool_recall": verdict.tool_recall, "num_steps": rollout.num_steps,
+            "succ_calling": list(verdict.succ_calling), "step_rewards": list(verdict.step_rewards),
+            "outcomes": list(rollout.outcomes), "stops": [a.stop for a in rollout.actions]}})
+  return records
+
+
+def records_metrics(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  return metrics_lib.evaluation_metrics(metrics_lib.EpisodeScore(**r["score"]) for r in records)
+
+
+def write_outputs(output_dir: str | pathlib.Path, records: Sequence[dict[str, Any]], metrics: dict[str, Any],
+                  summary: dict[str, Any]) -> None:
+  """answers.json, episodes.jsonl and metrics.json from the episode records (in their order)."""
   out = pathlib.Path(output_dir)
   out.mkdir(parents=True, exist_ok=True)
-  write_converted_answers(out / "answers.json", (answer_trajectory(r.episode.trajectory()) for r in evaluation.rollouts))
+  write_converted_answers(out / "answers.json", (parse_converted_answer("<episode record>", r["query_id"], r["answer"])
+                                                 for r in records))
   with atomic_write(out / "episodes.jsonl") as f:
-    for rollout, verdict in zip(evaluation.rollouts, evaluation.judgements):
-      f.write(json.dumps({
-          "task_id": verdict.task_id, "template": rollout.task.template,
-          "generalization": verdict.generalization, "status": verdict.status.value,
-          "tool_recall": verdict.tool_recall, "num_steps": rollout.num_steps,
-          "succ_calling": list(verdict.succ_calling), "step_rewards": list(verdict.step_rewards),
-          "outcomes": list(rollout.outcomes), "stops": [a.stop for a in rollout.actions]}) + "\n")
+    for record in records:
+      f.write(json.dumps(record["episode"]) + "\n")
   with atomic_write(out / "metrics.json") as f:
-    json.dump({"summary": summary, "metrics": evaluation.metrics}, f, indent=1)
+    json.dump({"summary": summary, "metrics": metrics}, f, indent=1)
 
 
-def run(config: Config, policy: Policy | None = None) -> dict[str, Any]:
-  """Loads what the config names, evaluates, writes the outputs; returns the summary."""
+def process_share(num_tasks: int) -> range:
+  """The indices of the tasks this process plays: every `process_count`-th, from its index."""
+  return range(jax.process_index(), num_tasks, jax.process_count())
+
+
+def gather_records(records: Sequence[dict[str, Any]], num_tasks: int) -> list[dict[str, Any]]:
+  """Every process's episode records, in task order (one process: `records` as they are)."""
+  if jax.process_count() == 1:
+    return list(records)
+  gathered = sorted((r for share in distributed.allgather_json(records) for r in share), key=lambda r: r["index"])
+  if [r["index"] for r in gathered] != list(range(num_tasks)):
+    raise RuntimeError(f"the processes returned episodes {[r['index'] for r in gathered]}, expected one of each of"
+                       f" the {num_tasks} tasks")
+  return gathered
+
+
+def run(config: Config, policy: Policy | None = None) -> dict[str, Any] | None:
+  """Loads what the config names, evaluates, writes the outputs; returns the summary.
+
+  With several processes each plays its share of the tasks (`process_share`); process 0
+  gathers the episodes, writes the outputs and returns the summary, the others None.
+  """
   config = with_run_settings(config)
   if policy is None and config.policy.kind == "hf":
     config.policy.check_path()  # before the tokenizer, which would come from that path
@@ -221,12 +275,22 @@ def run(config: Config, policy: Policy | None = None) -> dict[str, Any]:
     raise ValueError(f"eval.split: the {config.eval.split!r} split has no tasks")
   acting = build_policy(config, tokenizer, policy)
   start = time.perf_counter()
-  evaluation = evaluate_policy(tasks, acting, tokenizer, rollout_settings(config, tokenizer))
-  summary = evaluation.summary(config.eval.split)
+  share = process_share(len(tasks))
+  records = []
+  if share:
+    evaluation = evaluate_policy([tasks[i] for i in share], acting, tokenizer, rollout_settings(config, tokenizer))
+    records = episode_records(evaluation, share)
+  if jax.process_count() > 1:
+    logging.info("process %d: played %d of the %d episodes", jax.process_index(), len(records), len(tasks))
+  records = gather_records(records, len(tasks))
+  if jax.process_index() != 0:
+    return None
+  metrics = records_metrics(records)
+  summary = summarize(metrics, config.eval.split)
   summary["policy"] = config.policy.kind
   summary["seconds"] = round(time.perf_counter() - start, 2)
   if config.output_dir:
-    write_outputs(config.output_dir, evaluation, summary)
+    write_outputs(config.output_dir, records, metrics, summary)
   return summary
 
 
@@ -251,11 +315,14 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     config = cli_config(flags.FLAGS.config, flags.FLAGS.workdir or "")
+    distributed.maybe_initialize(config.distributed)
     logging.info("config:\n%s", config)
     summary = run(config)
   except (DataError, ValueError, OSError) as e:  # bad config values, paths, data: the message names the field or file
     print(f"error: {e}", file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)
+    sys.exit(distributed.fail(EXIT_BAD_INPUT))  # multi-process: at once, not after the shutdown barrier
+  if summary is None:  # another process reports
+    return
   for name in HEADLINE:
     low, high = summary[f"{name}_ci"]
     if summary[name] is None:

@@ -210,7 +210,7 @@ def run_main(argv: Sequence[str], algorithm: str, module: str) -> int:
     if status is None:
       raise
     print(f"error: {e}", file=sys.stderr)
-    return status
+    return distributed.fail(status)  # multi-process: at once, not after the 5-minute shutdown barrier
   if jax.process_index() == 0:
     print(_summary(workdir, result, time.perf_counter() - started), flush=True)
   return 0

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from steptool_jax.config import schema
-from steptool_jax.config.run import DataSection
+from steptool_jax.config.run import DISTRIBUTED, DataSection
 from steptool_jax.envs.settings import EnvSettings
 from steptool_jax.envs.tasks import SPLITS
 
@@ -85,6 +85,12 @@ class EvalConfig:
   env: EnvSettings = EnvSettings()
   eval: EvalSection = EvalSection()
   output_dir: str = ""  # "" = print only; else answers.json, episodes.jsonl, metrics.json there
+  # jax.distributed.initialize(), as in a run config: auto = when the environment names several processes
+  # (each then plays its share of the tasks; process 0 reports).
+  distributed: str = "auto"
+
+  def __post_init__(self):
+    schema.one_of("distributed", self.distributed, DISTRIBUTED)
 
 
 def evaluation_defaults() -> ml_collections.ConfigDict:

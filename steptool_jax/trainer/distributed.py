@@ -11,20 +11,31 @@ cluster, so `python -m steptool_jax.launch_local` also sets `JAX_NUM_PROCESSES` 
 `JAX_PROCESS_ID`, and this module passes all three to JAX explicitly (cluster detection off,
 so a launcher started inside a Slurm job is not mistaken for that job's tasks). The same
 three variables start a run under any other scheduler.
+
+Once the runtime is up, a few process-level helpers keep the processes in step outside
+the jitted programs: `main_process_first` (process 0 builds a cache in a shared directory,
+the others wait and read it), `allgather_json` (every process's records, e.g. an
+evaluation's episodes, in every process) and `fail` (a failing command ends its process at
+once instead of waiting for the others at exit).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import types
-from typing import Mapping
+from typing import Any, Callable, Mapping, NoReturn, Sequence, TypeVar
 
 from absl import logging
 
 COORDINATOR_VAR = "JAX_COORDINATOR_ADDRESS"
 NUM_PROCESSES_VAR = "JAX_NUM_PROCESSES"
 PROCESS_ID_VAR = "JAX_PROCESS_ID"
+
+T = TypeVar("T")
+BUILD_TIMEOUT_S = 3600  # how long the other processes wait for process 0 to build a cache
+_barriers = 0  # main_process_first barriers passed by this process
 
 
 def _int_var(environ: Mapping[str, str], name: str) -> int:
@@ -75,12 +86,31 @@ def exit_at_once_on_uncaught_exceptions() -> None:
 
   def print_and_exit(kind: type[BaseException], error: BaseException, trace: types.TracebackType | None) -> None:
     previous(kind, error, trace)
-    logging.flush()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(1)
+    exit_now(1)
 
   sys.excepthook = print_and_exit
+
+
+def exit_now(status: int) -> NoReturn:
+  """Flushes the logs and standard streams, then ends the process with `status`, skipping the
+  interpreter's exit (and with it `jax.distributed.shutdown()`'s barrier)."""
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)
+
+
+def fail(status: int) -> int:
+  """A command's failing exit `status`: returned as it is in a single-process run; in a
+  multi-process run the process ends here, at once (`exit_now`).
+
+  A bad data file or config value may stop only some processes (process 0 alone reads what
+  it alone builds); exiting normally would hold each of them for 5 minutes in the shutdown
+  barrier, waiting for peers that in turn wait for them in their next collective.
+  """
+  if "jax" in sys.modules and sys.modules["jax"].distributed.is_initialized():
+    exit_now(status)
+  return status
 
 
 def maybe_initialize(mode: str, environ: Mapping[str, str] = os.environ) -> bool:
@@ -93,6 +123,90 @@ def maybe_initialize(mode: str, environ: Mapping[str, str] = os.environ) -> bool
 
   jax.distributed.initialize(**(explicit_arguments(environ) or {}))
   exit_at_once_on_uncaught_exceptions()
+  if jax.default_backend() == "cpu" and jax.process_count() > 1:
+    connect_cpu_collectives()
   logging.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
   return True
+
+
+def connect_cpu_collectives() -> None:
+  """Collectives over the groups of devices later steps use, so that their gloo communicators
+  are set up now, while the processes are in step.
+
+  On CPU a process must join a new communicator within 30 s of the first process that uses
+  it, or that one fails ("Gloo context initialization failed: DEADLINE_EXCEEDED"); a run's
+  first collectives come with its first step, whose compilation may end tens of seconds
+  apart in different processes of a loaded machine. Right after `initialize` they are in
+  step. Every later collective over the same group reuses its communicator; the groups
+  set up here are all devices (a data-parallel mesh's gradient sum) and one device per
+  process (`multihost_utils.process_allgather`: the SIGTERM flag, `allgather_json`).
+  """
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: PLC0415
+
+  mesh = Mesh(np.array(jax.devices()), ("devices",))
+  ones = jax.make_array_from_process_local_data(NamedSharding(mesh, PartitionSpec("devices")),
+                                                np.ones(jax.local_device_count(), np.int32))
+  total = int(jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, PartitionSpec()))(ones))
+  ids = np.asarray(multihost_utils.process_allgather(np.int32(jax.process_index()))).reshape(-1).tolist()
+  if total != jax.device_count() or ids != list(range(jax.process_count())):
+    raise RuntimeError(f"collectives over the {jax.process_count()} processes gave a device count of {total} and"
+                       f" process ids {ids}")
+
+
+def main_process_first(name: str, make: Callable[[], T], *, timeout_s: int = BUILD_TIMEOUT_S) -> T:
+  """`make()` on process 0, then, after a barrier, on the other processes.
+
+  For a cache under a directory every process reads (the generated environment data, the
+  tokenised dataset): process 0 builds it, the others wait and then find it complete, so no
+  two processes write the same files. Where the directory is local to each host, every
+  host builds its own copy after process 0 is done: as correct, only slower.
+
+  The barrier is the coordination service's (Orbax's `get_barrier_sync_fn`), not a device
+  collective: on CPU the first gloo collective gives up after 30 s, and process 0 may take
+  minutes to tokenise a large file. It waits up to `timeout_s`. If `make` fails on process 0,
+  that process ends (`fail`), the coordination service it hosts goes with it, and the others
+  stop at once with "the JAX distributed service detected fatal errors".
+  """
+  import jax  # noqa: PLC0415
+
+  if jax.process_count() == 1:
+    return make()
+  from orbax.checkpoint import multihost  # noqa: PLC0415
+
+  global _barriers
+  _barriers += 1  # every process passes the same barriers in the same order, so the keys agree
+  key = f"steptool_jax/{name}/{_barriers}"
+  wait = multihost.get_barrier_sync_fn()
+  if jax.process_index() == 0:
+    value = make()
+    wait(key=key, timeout_ms=timeout_s * 1000)
+    return value
+  logging.info("waiting for process 0 to build the %s", name)
+  wait(key=key, timeout_ms=timeout_s * 1000)
+  return make()
+
+
+def allgather_json(records: Sequence[Any]) -> list[list[Any]]:
+  """Every process's `records` (JSON values), in every process: `result[p]` is process p's list.
+
+  `process_allgather` moves arrays of one shape, so the records travel as UTF-8 JSON bytes:
+  first each process's byte count, then the bytes zero-padded to the longest.
+  """
+  import jax  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+
+  encoded = json.dumps(list(records)).encode("utf-8")  # key order kept: it is written out as it came
+  if jax.process_count() == 1:
+    return [json.loads(encoded)]
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+
+  lengths = np.asarray(multihost_utils.process_allgather(np.int64(len(encoded)))).reshape(-1)
+  padded = np.zeros(int(lengths.max()), np.uint8)
+  padded[:len(encoded)] = np.frombuffer(encoded, np.uint8)
+  gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(lengths), -1)
+  return [json.loads(gathered[p, :int(n)].tobytes().decode("utf-8")) for p, n in enumerate(lengths)]

@@ -1,14 +1,18 @@
-"""When and how `jax.distributed.initialize` is called (the call itself is stubbed; the launcher tests run it)."""
+"""When and how `jax.distributed.initialize` is called (stubbed; the launcher tests run it), and the
+process-level helpers, in one process and in two real ones."""
 
 from __future__ import annotations
 
 import os
 import sys
+import textwrap
+import time
 
 import jax
 import pytest
 
 from steptool_jax.trainer import distributed
+from tests import local_launch
 
 LAUNCHED = {"JAX_COORDINATOR_ADDRESS": "127.0.0.1:4321", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
 
@@ -91,3 +95,50 @@ def test_no_hook_without_a_runtime(initialize_calls):
   hook = sys.excepthook
   distributed.maybe_initialize("auto", {})
   assert sys.excepthook is hook
+
+
+def test_one_process_builds_and_gathers_alone():
+  calls = []
+  assert distributed.main_process_first("cache", lambda: calls.append("built") or "value") == "value"
+  assert calls == ["built"]
+  assert distributed.allgather_json([{"b": 1, "a": "é"}]) == [[{"b": 1, "a": "é"}]]
+  assert distributed.fail(3) == 3  # no runtime: returned, for the caller's normal exit
+
+
+def test_two_processes_build_in_order_gather_records_and_fail_at_once(tmp_path):
+  """Process 0 builds slowly and process 1 reads what it built (it would find nothing if it
+  had not waited); records of different sizes and key orders arrive intact; then process 1
+  fails while process 0 is busy: without `fail`'s immediate exit, process 1 would wait in
+  JAX's shutdown barrier for minutes and the launcher's timeout below would trip."""
+  script = tmp_path / "worker.py"
+  script.write_text(textwrap.dedent(f"""
+      import json, pathlib, sys, time
+      import jax
+      from steptool_jax.trainer import distributed
+
+      assert distributed.maybe_initialize("auto")
+      me, out = jax.process_index(), pathlib.Path({str(tmp_path)!r})
+
+      def build():
+        if me == 0:
+          time.sleep(2)
+          (out / "cache").write_text("built by process 0")
+          return "built"
+        return (out / "cache").read_text()
+
+      print("built:", distributed.main_process_first("test cache", build), flush=True)
+      records = [{{"z": me, "a": "é" * (3 * me + 1)}}] * (me + 1)
+      print("gathered:", json.dumps(distributed.allgather_json(records), ensure_ascii=False), flush=True)
+      if me == 1:
+        sys.exit(distributed.fail(3))
+      time.sleep(600)
+      """))
+  env = local_launch.environment(tmp_path / "compile-cache")
+  started = time.monotonic()
+  done = local_launch.launch(2, 1, [sys.executable, str(script)], env=env, timeout=200)
+  assert done.returncode == 3, done.tail()
+  assert "p1 failed first (p0 killed, p1 exit 3)" in done.stderr.splitlines()[-1]
+  assert "built: built" in done.lines(0) and "built: built by process 0" in done.lines(1)
+  gathered = '[[{"z": 0, "a": "é"}], [{"z": 1, "a": "éééé"}, {"z": 1, "a": "éééé"}]]'
+  assert done.lines(0).count(f"gathered: {gathered}") == 1 and f"gathered: {gathered}" in done.lines(1)
+  assert time.monotonic() - started < 200

@@ -18,6 +18,8 @@ import pathlib
 import shutil
 import tempfile
 
+from absl import logging
+
 from steptool_jax.config.run import RunConfig
 from steptool_jax.envs.generate import GenerateConfig, generate
 
@@ -39,6 +41,7 @@ def ensure_env_data(cache_dir: str | os.PathLike[str], config: GenerateConfig) -
   if (target / "summary.json").is_file():
     return target
   target.parent.mkdir(parents=True, exist_ok=True)
+  logging.info("generating the environment's data into %s", target)
   scratch = pathlib.Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
   try:
     generate(scratch, config)

@@ -7,7 +7,8 @@ its length bucket is chosen from the lengths of the whole global batch, so every
 pads to the same width. The policy is not consulted.
 
 Without `data.train_path` the data is the built-in environment's, generated once into the
-cache (`sources.env_data`).
+cache (`sources.env_data`). In a multi-process run process 0 generates and tokenises into
+the cache while the others wait, then they read it (`distributed.main_process_first`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pyarrow.compute as pc
 from steptool_jax.config.run import RunConfig
 from steptool_jax.data.batching import bucket_length, collate_sft, collate_step_grained, length_buckets
 from steptool_jax.data.pipeline import TokenizedDataset, tokenized_sft_dataset, tokenized_step_grained_dataset
+from steptool_jax.trainer import distributed
 from steptool_jax.trainer.sources import env_data
 from steptool_jax.trainer.sources.batches import SFT_KEYS, STEP_GRAINED_KEYS, Batch, check_index, epoch_order
 
@@ -122,8 +124,11 @@ def _check_rows(tokenized: TokenizedDataset, path: pathlib.Path) -> None:
 def step_grained_source(config: RunConfig, tokenizer: Any, *, cache_dir: pathlib.Path,
                         local_rows: slice) -> OfflineSource:
   """PPO on fixed step-grained rows (`data.train_path`, or the environment's expert data)."""
-  path = _data_file(config, cache_dir, "step_grained")
-  tokenized = tokenized_step_grained_dataset(path, tokenizer, **_tokenize_options(config, cache_dir))
+  def build() -> tuple[pathlib.Path, TokenizedDataset]:
+    path = _data_file(config, cache_dir, "step_grained")
+    return path, tokenized_step_grained_dataset(path, tokenizer, **_tokenize_options(config, cache_dir))
+
+  path, tokenized = distributed.main_process_first("step-grained data", build)
   _check_rows(tokenized, path)
   most_steps = int(np.max(tokenized.dataset.data.column("num_steps").to_numpy()))
   max_steps = config.data.max_steps or most_steps
@@ -136,8 +141,11 @@ def step_grained_source(config: RunConfig, tokenizer: Any, *, cache_dir: pathlib
 
 def sft_source(config: RunConfig, tokenizer: Any, *, cache_dir: pathlib.Path, local_rows: slice) -> OfflineSource:
   """SFT on conversations (`data.train_path`, or the environment's solved expert episodes)."""
-  path = _data_file(config, cache_dir, "sft")
-  tokenized = tokenized_sft_dataset(path, tokenizer, config.data.template, **_tokenize_options(config, cache_dir))
+  def build() -> tuple[pathlib.Path, TokenizedDataset]:
+    path = _data_file(config, cache_dir, "sft")
+    return path, tokenized_sft_dataset(path, tokenizer, config.data.template, **_tokenize_options(config, cache_dir))
+
+  path, tokenized = distributed.main_process_first("SFT data", build)
   _check_rows(tokenized, path)
   return _source(config, tokenized, path, SFT_KEYS, sft_collate(pad_id_of(tokenizer), config.data.sft_loss_on),
                  local_rows, {})

@@ -1,0 +1,146 @@
+"""`python -m steptool_jax.train` as 2 local processes x 4 CPU devices, against 1 process x 8.
+
+The run: `configs/tiny.py:mesh8` at test size (24 rows of 128 tokens, batches of 8, 2 PPO
+epochs, 4 steps: into the second epoch, a checkpoint after every step, all kept), started
+through `python -m steptool_jax.launch_local`. One uninterrupted 2-process run (`straight`,
+made once per test session) is the reference of both tests:
+
+- 1 process x 8 devices (in this process) gives the same per-step losses and final
+  parameters within float tolerance: the gradients' mean over the 8 devices is reduced by
+  XLA inside one process and by gloo across two, in a different order;
+- the same 2-process run killed (SIGKILL to one process), relaunched, then preempted
+  (SIGTERM to one process) is bit-identical to it, metrics and checkpoint.
+
+Each launch costs each process its start-up (~8 s of CPU importing), tracing, and on process
+1 the compilation (JAX's persistent cache is written by process 0 only); so few, short runs.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from steptool_jax import train
+from steptool_jax.export import restore_orbax_tree
+from steptool_jax.trainer.run import checkpointing
+from steptool_jax.trainer.run.metrics import JSONL
+from tests import local_launch
+from tests.trainer.fixtures import compile_cache  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.slow
+
+OVERRIDES = {"env.num_tasks": 30, "data.max_context_len": 96, "data.max_response_len": 32, "data.min_bucket_len": 128,
+             "ppo.epochs": 2, "train.num_steps": 4, "checkpoint.every_steps": 1, "checkpoint.keep": 6,
+             "log.progress_bar": False, "log.tensorboard": False}
+NUM_STEPS = OVERRIDES["train.num_steps"]
+TRAINED = ("params", "value_head")
+# 1 x 8 vs 2 x 4, measured (6 steps): losses <= 1e-7 apart, the KL (~5) 1.4e-6 (relative 3e-7),
+# parameters 7.5e-8. The tolerances leave a margin of about 10.
+LOSSES = ("loss", "policy_loss", "value_loss", "kl", "grad_norm", "explained_variance")
+LOSS_RTOL, LOSS_ATOL, PARAM_ATOL = 1e-5, 1e-6, 1e-6
+
+
+def train_args(workdir: pathlib.Path) -> list[str]:
+  return ["--config=configs/tiny.py:mesh8", f"--workdir={workdir}",
+          *(f"--config.{key}={value}" for key, value in OVERRIDES.items())]
+
+
+def read_metrics(workdir: pathlib.Path) -> list[dict]:
+  """metrics.jsonl without the timings (all that may differ between equal runs)."""
+  return [{k: v for k, v in json.loads(line).items() if not k.startswith("perf/")}
+          for line in (workdir / JSONL).read_text().splitlines()]
+
+
+def final_policy(workdir: pathlib.Path) -> dict:
+  step = checkpointing.Checkpointer(workdir, read_only=True).latest_step()
+  assert step == NUM_STEPS
+  return restore_orbax_tree(checkpointing.checkpoint_dir(workdir) / str(step) / "policy")
+
+
+@pytest.fixture(scope="session")
+def launch_env(tmp_path_factory) -> dict[str, str]:
+  return local_launch.environment(local_launch.shared_dir(tmp_path_factory, "jax-compile-cache-multiprocess"))
+
+
+@pytest.fixture(scope="session")
+def straight(tmp_path_factory, launch_env) -> pathlib.Path:
+  """The uninterrupted 2 x 4 run's workdir (its launcher output beside it), once per session."""
+  root = local_launch.shared_dir(tmp_path_factory, "straight-2x4")
+  with local_launch.built_once(root) as build:
+    if build:
+      done = local_launch.launch(2, 4, [sys.executable, "-m", "steptool_jax.train", *train_args(root / "run")],
+                                 env=launch_env)
+      (root / "launch.json").write_text(json.dumps(done.__dict__))
+      assert done.returncode == 0, done.tail()
+  return root / "run"
+
+
+def straight_output(workdir: pathlib.Path) -> local_launch.Launched:
+  return local_launch.Launched(**json.loads((workdir.parent / "launch.json").read_text()))
+
+
+def test_two_processes_of_four_devices_train_like_one_of_eight(tmp_path, straight, compile_cache):  # noqa: F811
+  output = straight_output(straight)
+  # Process 0 alone made the data cache in the shared workdir; process 1 waited, then read it.
+  assert any("generating the environment's data" in line for line in output.lines(0, "stderr"))
+  assert not any("generating the environment's data" in line for line in output.lines(1, "stderr"))
+  assert any("waiting for process 0 to build the step-grained data" in line for line in output.lines(1, "stderr"))
+  # Both processes wrote their part of every checkpoint into the one workdir.
+  for item in ("policy", "train_state"):
+    saved = checkpointing.checkpoint_dir(straight) / str(NUM_STEPS) / item
+    assert (saved / "ocdbt.process_0").is_dir() and (saved / "ocdbt.process_1").is_dir()
+  assert [line for line in output.lines(0) if line.startswith(f"finished at step {NUM_STEPS} of {NUM_STEPS}")]
+  assert not [line for line in output.lines(1) if line.startswith("finished at step")]  # the summary is process 0's
+
+  from configs import tiny  # noqa: PLC0415
+  config = tiny.get_config("mesh8")
+  config.update_from_flattened_dict(OVERRIDES)
+  assert len(jax.devices()) == 8  # tests/conftest.py
+  one = train.train_and_evaluate(config, tmp_path / "1x8")
+  assert one.status == "finished" and one.step == NUM_STEPS
+
+  mine, theirs = read_metrics(tmp_path / "1x8"), read_metrics(straight)
+  assert [m["step"] for m in theirs] == list(range(1, NUM_STEPS + 1))
+  for name in LOSSES:
+    np.testing.assert_allclose([m[name] for m in theirs], [m[name] for m in mine], rtol=LOSS_RTOL, atol=LOSS_ATOL,
+                               err_msg=name)
+  policy = final_policy(straight)
+  for key in TRAINED:
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=PARAM_ATOL),
+                 policy[key], jax.device_get(one.state.policy[key]))
+
+
+def test_a_killed_run_resumes_exactly_and_sigterm_saves_a_consistent_checkpoint(tmp_path, straight, launch_env):
+  workdir = tmp_path / "run"
+  driver = [sys.executable, "-m", "tests.train_with_signal", *train_args(workdir)]
+
+  # SIGKILL to process 1 while step 3 runs (step 2's checkpoint may still be in flight): the
+  # launcher stops process 0 and exits 128 + 9.
+  killed = local_launch.launch(2, 4, driver, env={**launch_env, "STEPTOOL_TEST_SIGNAL": "KILL:1:3"})
+  assert killed.returncode == 128 + 9, killed.tail()
+  assert "p1 failed first (p0 killed, p1 signal 9)" in killed.stderr.splitlines()[-1]
+  survived = checkpointing.Checkpointer(workdir, read_only=True).latest_step()
+  assert survived in (1, 2)
+
+  # Relaunched: resumes from the last complete checkpoint; SIGTERM to process 1 while step 3
+  # runs: both processes stop after it with one checkpoint and exit 0.
+  stopped = local_launch.launch(2, 4, driver, env={**launch_env, "STEPTOOL_TEST_SIGNAL": "TERM:1:3"})
+  assert stopped.returncode == 0, stopped.tail()
+  assert any(f"resumed from {checkpointing.checkpoint_dir(workdir).absolute()}/{survived} " in line
+             for line in stopped.lines(0, "stderr"))
+  for process in (0, 1):
+    assert any("step 3: SIGTERM received; checkpoint saved" in line for line in stopped.lines(process, "stderr"))
+  assert any(line.startswith(f"preempted at step 3 of {NUM_STEPS}") for line in stopped.lines(0))
+  assert checkpointing.Checkpointer(workdir, read_only=True).latest_step() == 3
+
+  # Bit-identical to the uninterrupted run up to there: every step's metrics, and the
+  # checkpoint (parameters, optimizer state, KL coefficient, RNG) that a relaunch continues from.
+  assert read_metrics(workdir) == read_metrics(straight)[:3]
+  for item in ("policy", "train_state"):
+    saved, reference = (restore_orbax_tree(checkpointing.checkpoint_dir(w) / "3" / item) for w in (workdir, straight))
+    jax.tree.map(np.testing.assert_array_equal, saved, reference)
