@@ -144,3 +144,39 @@ def test_a_killed_run_resumes_exactly_and_sigterm_saves_a_consistent_checkpoint(
   for item in ("policy", "train_state"):
     saved, reference = (restore_orbax_tree(checkpointing.checkpoint_dir(w) / "3" / item) for w in (workdir, straight))
     jax.tree.map(np.testing.assert_array_equal, saved, reference)
+
+
+# Online PPO: 7 tasks give 5 train tasks, 4 a batch in groups of 2, so step 1 is 8 rows (4 per
+# process) and step 2 the short last batch, 1 task in 2 rows, all of them process 0's: process
+# 1 plays nothing and contributes padding. Greedy rollouts, so both layouts play the same
+# episodes (each process on its own copy of the policy; 1 x 8 on the global one).
+ONLINE = {"rollout.mode": "online", "rollout.group_size": 2, "rollout.temperature": 0.0, "rollout.width_bucket": 64,
+          "env.num_tasks": 7, "env.max_steps": 2, "data.max_context_len": 320, "data.max_response_len": 16,
+          "data.min_bucket_len": 384, "ppo.epochs": 1, "train.num_steps": 2, "checkpoint.every_steps": 100,
+          "log.progress_bar": False, "log.tensorboard": False}
+
+
+def test_online_rollouts_across_two_processes_train_like_one_of_eight(tmp_path, launch_env, compile_cache):  # noqa: F811
+  args = ["--config=configs/tiny.py:mesh8", *(f"--config.{key}={value}" for key, value in ONLINE.items())]
+  done = local_launch.launch(2, 4, [sys.executable, "-m", "steptool_jax.train", *args, f"--workdir={tmp_path / '2x4'}"],
+                             env=launch_env)
+  assert done.returncode == 0, done.tail()
+
+  from configs import tiny  # noqa: PLC0415
+  config = tiny.get_config("mesh8")
+  config.update_from_flattened_dict(ONLINE)
+  one = train.train_and_evaluate(config, tmp_path / "1x8")
+  assert one.status == "finished" and one.step == 2
+
+  mine, theirs = read_metrics(tmp_path / "1x8"), read_metrics(tmp_path / "2x4")
+  assert [m["rollout/episodes"] for m in theirs] == [8.0, 2.0]  # the statistics of both processes' episodes
+  for m_theirs, m_mine in zip(theirs, mine, strict=True):
+    rollout = sorted(k for k in m_mine if k.startswith("rollout/"))
+    assert rollout and {k: m_theirs[k] for k in rollout} == {k: m_mine[k] for k in rollout}
+  for name in LOSSES:
+    np.testing.assert_allclose([m[name] for m in theirs], [m[name] for m in mine], rtol=LOSS_RTOL, atol=LOSS_ATOL,
+                               err_msg=name)
+  policy = restore_orbax_tree(checkpointing.checkpoint_dir(tmp_path / "2x4") / "2" / "policy")
+  for key in TRAINED:
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=PARAM_ATOL),
+                 policy[key], jax.device_get(one.state.policy[key]))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Sequence
+import statistics
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -76,26 +77,42 @@ class Collected:
   judgements: tuple[judge.Judgement, ...]
   examples: tuple[dict[str, Any], ...]
 
+  def summaries(self) -> list[dict[str, Any]]:
+    """What `rollout_stats` needs of each episode, as JSON (to gather across processes)."""
+    return [{"solved": j.solved, "is_solved": j.status.reward, "tool_recall": j.tool_recall,
+             "succ_calling": list(j.succ_calling), "num_steps": r.num_steps,
+             "action_tokens": [len(a.token_ids) for a in r.actions], "stops": [a.stop for a in r.actions],
+             "outcomes": list(r.outcomes), "steps_dropped": e["steps_dropped"]}
+            for r, j, e in zip(self.rollouts, self.judgements, self.examples, strict=True)]
+
   def stats(self) -> dict[str, float]:
     """Means over the rollouts, for logging."""
-    summary = judge.summarize(self.judgements)
-    stops = collections.Counter(a.stop for r in self.rollouts for a in r.actions)
-    actions = max(1, sum(stops.values()))
-    outcomes = collections.Counter(o for r in self.rollouts for o in r.outcomes)
-    steps = max(1, sum(outcomes.values()))
-    return {
-        "rollout/episodes": float(len(self.rollouts)),
-        "rollout/solved_rate": float(summary["pass_rate"]),
-        "rollout/mean_is_solved": float(summary["mean_is_solved"]),
-        "rollout/tool_recall": float(summary["tool_recall"]),
-        "rollout/failed_call_rate": float(summary["failed_call_rate"]),
-        "rollout/steps": float(np.mean([r.num_steps for r in self.rollouts])) if self.rollouts else 0.0,
-        "rollout/action_tokens": float(np.mean([len(a.token_ids) for r in self.rollouts for a in r.actions]))
-        if self.rollouts else 0.0,
-        "rollout/steps_dropped": float(sum(e["steps_dropped"] for e in self.examples)),
-        **{f"rollout/stop_{k}": v / actions for k, v in sorted(stops.items())},
-        **{f"rollout/outcome_{k}": v / steps for k, v in sorted(outcomes.items())},
-    }
+    return rollout_stats(self.summaries())
+
+
+def rollout_stats(summaries: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+  """Means over episodes (`Collected.summaries`, of one process or of all together): pass
+  rate, mean IsSolved, tool recall, failed calls, steps, action lengths, and the shares of
+  why actions stopped and of the steps' outcomes."""
+  calls = [sc for s in summaries for sc in s["succ_calling"]]
+  stops = collections.Counter(stop for s in summaries for stop in s["stops"])
+  actions = max(1, sum(stops.values()))
+  outcomes = collections.Counter(o for s in summaries for o in s["outcomes"])
+  steps = max(1, sum(outcomes.values()))
+  mean = lambda values: statistics.fmean(values) if values else 0.0  # noqa: E731
+  return {
+      "rollout/episodes": float(len(summaries)),
+      "rollout/solved_rate": float(mean([s["solved"] for s in summaries])),
+      "rollout/mean_is_solved": float(mean([s["is_solved"] for s in summaries])),
+      "rollout/tool_recall": float(mean([s["tool_recall"] for s in summaries])),
+      "rollout/failed_call_rate": float(mean([1 - sc for sc in calls])),
+      "rollout/steps": float(np.mean([s["num_steps"] for s in summaries])) if summaries else 0.0,
+      "rollout/action_tokens": float(np.mean([n for s in summaries for n in s["action_tokens"]]))
+      if summaries else 0.0,
+      "rollout/steps_dropped": float(sum(s["steps_dropped"] for s in summaries)),
+      **{f"rollout/stop_{k}": v / actions for k, v in sorted(stops.items())},
+      **{f"rollout/outcome_{k}": v / steps for k, v in sorted(outcomes.items())},
+  }
 
 
 def grouped(tasks: Sequence[Task], group_size: int) -> tuple[list[Task], list[int]]:

@@ -210,3 +210,38 @@ def allgather_json(records: Sequence[Any]) -> list[list[Any]]:
   padded[:len(encoded)] = np.frombuffer(encoded, np.uint8)
   gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(lengths), -1)
   return [json.loads(gathered[p, :int(n)].tobytes().decode("utf-8")) for p, n in enumerate(lengths)]
+
+
+def global_max(value: int) -> int:
+  """The largest of every process's `value` (one process: `value`)."""
+  import jax  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+
+  if jax.process_count() == 1:
+    return int(value)
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+  return int(np.asarray(multihost_utils.process_allgather(np.int64(value))).max())
+
+
+def process_local_copy(tree: Any) -> tuple[Any, Any]:
+  """`(copy, mesh)`: the arrays of `tree` whole on this process's first device, and the
+  one-device mesh to run on them; `(tree, None)` when every array is this process's already
+  (one process).
+
+  For work each process does on its own between collectives (an online batch's rollouts:
+  each process plays its rows, episodes of different lengths, generate calls of different
+  counts), which a global array cannot take part in. Every process must call it (a sharded
+  array is all-gathered); each then holds a full copy of the tree on one device.
+  """
+  import jax  # noqa: PLC0415
+
+  leaves = jax.tree.leaves(tree)
+  if all(not isinstance(x, jax.Array) or x.is_fully_addressable for x in leaves):
+    return tree, None
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+  from steptool_jax.parallel import make_mesh  # noqa: PLC0415
+
+  device = jax.local_devices()[0]
+  copy = jax.tree.map(lambda x: jax.device_put(multihost_utils.process_allgather(x, tiled=True), device)
+                      if isinstance(x, jax.Array) else x, tree)
+  return copy, make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, [device])

@@ -16,6 +16,7 @@ Rows carry `group_ids` (the task's position in the batch) for the critic-free ad
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Any, Mapping, Sequence
@@ -29,9 +30,11 @@ from steptool_jax.envs.tasks import Task
 from steptool_jax.models.config import LoraConfig, ModelConfig
 from steptool_jax.models.generate import SamplingConfig
 from steptool_jax.models.policy import Policy
-from steptool_jax.rollout.collect import RolloutSettings, collect, rollout_settings_of
+from steptool_jax.parallel import sharding_context
+from steptool_jax.rollout.collect import RolloutSettings, collect, rollout_settings_of, rollout_stats
 from steptool_jax.rollout.policies import model_policy, width_buckets
 from steptool_jax.rollout.stopping import ActionStops, action_stops
+from steptool_jax.trainer import distributed
 from steptool_jax.trainer.sources.batches import BEHAVIOUR_KEYS, ONLINE_KEYS, Batch, check_index, epoch_order
 from steptool_jax.trainer.sources.offline import Collate, pad_id_of, step_grained_collate
 
@@ -76,14 +79,20 @@ class OnlineSource:
 
   def batch(self, epoch: int, index: int, policy_variables: Mapping[str, Any]) -> tuple[Batch, dict[str, float]]:
     check_index(index, self.steps_per_epoch)
-    policy = Policy(config=self.model_config, variables=dict(policy_variables), lora=self.lora)
+    # Several processes: each plays its rows on its own copy of the policy (distributed.py);
+    # the width and the statistics are then agreed over all of them.
+    variables, local_mesh = distributed.process_local_copy(dict(policy_variables))
+    policy = Policy(config=self.model_config, variables=variables, lora=self.lora)
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed), epoch), index)
     acting = model_policy(policy, self.tokenizer, self.stops, self.sampling, key, template=self.settings.template,
                           max_batch=self.generation_batch, widths=self.widths, reuse_cache=self.reuse_cache)
-    # This process plays its rows of the grouped batch, all of them together.
-    collected = collect(self.batch_tasks(epoch, index), acting, self.tokenizer, self.settings, rows=self.local_rows)
+    # This process plays its rows of the grouped batch, all of them together (none: a
+    # process past the end of a short last batch, whose rows are all padding).
+    with sharding_context(local_mesh) if local_mesh is not None else contextlib.nullcontext():
+      collected = collect(self.batch_tasks(epoch, index), acting, self.tokenizer, self.settings, rows=self.local_rows)
     examples = list(collected.examples)
-    width = bucket_length(max(len(e["input_ids"]) for e in examples), self.buckets)
+    longest = distributed.global_max(max((len(e["input_ids"]) for e in examples), default=1))
+    width = bucket_length(longest, self.buckets)  # one width for the whole global batch
     rows = self.local_rows.stop - self.local_rows.start
     batch = self.collate(examples, width, rows)
     group_ids = np.full(rows, -1, np.int32)  # padding rows: a group of their own (no advantage)
@@ -94,7 +103,8 @@ class OnlineSource:
       for i, example in enumerate(examples):
         logp[i, :len(example["behaviour_logp"])] = example["behaviour_logp"]
       batch["behaviour_logp"] = logp
-    return batch, collected.stats()
+    summaries = [s for part in distributed.allgather_json(collected.summaries()) for s in part]
+    return batch, rollout_stats(summaries)
 
 
 def make_online_source(config: RunConfig, tokenizer: Any, policy: Policy, *, local_rows: slice) -> OnlineSource:

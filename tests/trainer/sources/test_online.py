@@ -83,10 +83,16 @@ def test_rollout_reuse_cache_reaches_the_acting_policy(reuse, monkeypatch):
   from steptool_jax.trainer.sources import online  # noqa: PLC0415
   made = []
   monkeypatch.setattr(online, "model_policy", lambda *args, **kwargs: made.append(kwargs) or None)
-  monkeypatch.setattr(online, "collect", lambda *args, **kwargs: (_ for _ in ()).throw(StopIteration))
+
+  class Played(Exception):
+    pass
+
+  def collect(*args, **kwargs):
+    raise Played  # the acting policy was made: no need to play
+  monkeypatch.setattr(online, "collect", collect)
   source = make_online_source(parse_run_config(online_config(**{"rollout.reuse_cache": reuse})), builtin_tokenizer(),
                               tiny_policy(), local_rows=slice(0, BATCH))
-  with pytest.raises(StopIteration):
+  with pytest.raises(Played):
     source.batch(0, 0, tiny_policy().variables)
   assert [kwargs["reuse_cache"] for kwargs in made] == [reuse]
 
@@ -157,7 +163,7 @@ def _sliced_source(monkeypatch, num_tasks: int, local_rows: slice):
       examples.append({"input_ids": list(range(1, length + 1)), "action_mask": [0] * (length - 2) + [1, 1],
                        "step_ids": [-1] * (length - 2) + [0, 0], "step_rewards": [1.0], "num_steps": 1,
                        "group_id": g})
-    return types.SimpleNamespace(examples=tuple(examples), stats=lambda: {"rollout/episodes": float(len(groups))})
+    return types.SimpleNamespace(examples=tuple(examples), summaries=lambda: [])
 
   monkeypatch.setattr(online, "collect", fake_collect)
   monkeypatch.setattr(online, "model_policy", lambda *args, **kwargs: None)
@@ -169,8 +175,6 @@ def _sliced_source(monkeypatch, num_tasks: int, local_rows: slice):
       collate=step_grained_collate(0, MAX_STEPS), local_rows=local_rows)
 
 
-@pytest.mark.xfail(strict=True, reason="OnlineSource.batch takes max() over this process's examples: a process"
-                   " holding none of the short last batch's rows fails (max() arg is an empty sequence)")
 def test_a_process_without_rows_of_the_short_last_batch_collates_padding(monkeypatch):
   source = _sliced_source(monkeypatch, 7, slice(2, 4))  # 7 tasks: the last batch is 1 task, rows 0-1
   batch, _ = source.batch(0, 3, {})
@@ -178,11 +182,16 @@ def test_a_process_without_rows_of_the_short_last_batch_collates_padding(monkeyp
   np.testing.assert_array_equal(batch["group_ids"], [-1, -1])
 
 
-@pytest.mark.xfail(strict=True, reason="OnlineSource.batch chooses the width bucket from this process's rows only:"
-                   " processes pad one global batch to different widths (device_batch needs one shape)")
 def test_process_slices_of_an_online_batch_share_the_width_of_the_whole(monkeypatch):
+  """Two processes' rows of batch 0 (groups 0 and 1: episodes of 10 and 40 tokens): each pads
+  to the width of the longest episode of both (the collective is faked: the other process's
+  longest is given), so the two parts are the whole batch's rows."""
+  from steptool_jax.trainer.sources import online  # noqa: PLC0415
   whole, _ = _sliced_source(monkeypatch, 8, slice(0, BATCH)).batch(0, 0, {})
-  parts = [_sliced_source(monkeypatch, 8, rows).batch(0, 0, {})[0] for rows in (slice(0, 2), slice(2, 4))]
-  assert [part["input_ids"].shape[1] for part in parts] == [whole["input_ids"].shape[1]] * 2
+  parts = []
+  for rows, others_longest in ((slice(0, 2), 40), (slice(2, 4), 10)):
+    monkeypatch.setattr(online.distributed, "global_max", lambda value, other=others_longest: max(value, other))
+    parts.append(_sliced_source(monkeypatch, 8, rows).batch(0, 0, {})[0])
+  assert [part["input_ids"].shape[1] for part in parts] == [whole["input_ids"].shape[1]] * 2 == [64, 64]
   for key in whole:
     np.testing.assert_array_equal(np.concatenate([part[key] for part in parts]), whole[key])
