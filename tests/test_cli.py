@@ -39,13 +39,13 @@ def test_unknown_config_field_is_a_usage_error(module, config, override, expecte
      " 'configs/no_such.py'"),
     ("steptool_jax.sft", ["--config=configs/tiny.py:sft,bogus"],
      "error: --config=configs/tiny.py:sft,bogus: configs/tiny.py: unknown variants ['bogus']; expected some of"
-     " ('sft', 'lora', 'final', 'summed')"),
+     " ('sft', 'lora', 'final', 'summed', 'mesh8')"),
     ("steptool_jax.evaluate", ["--config=configs/no_such.py"],
      "error: --config=configs/no_such.py: the config file cannot be loaded: [Errno 2] No such file or directory:"
      " 'configs/no_such.py'"),
     ("steptool_jax.evaluate", ["--config=configs/evaluate.py:oracle"],
      "error: --config=configs/evaluate.py:oracle: configs/evaluate.py: unknown variant 'oracle'; expected one of"
-     " expert, give_up, random"),
+     " expert, give_up, random, smollm2"),
     ("steptool_jax.train", ["--config=configs/tiny.py", "--workdir={file}/run"],
      "error: --workdir: expected a directory, found the regular file {file} in the way of {file}/run"),
 ])

@@ -83,12 +83,12 @@ class OnlineSource:
     # the width and the statistics are then agreed over all of them.
     variables, local_mesh = distributed.process_local_copy(dict(policy_variables))
     policy = Policy(config=self.model_config, variables=variables, lora=self.lora)
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed), epoch), index)
-    acting = model_policy(policy, self.tokenizer, self.stops, self.sampling, key, template=self.settings.template,
-                          max_batch=self.generation_batch, widths=self.widths, reuse_cache=self.reuse_cache)
     # This process plays its rows of the grouped batch, all of them together (none: a
     # process past the end of a short last batch, whose rows are all padding).
     with sharding_context(local_mesh) if local_mesh is not None else contextlib.nullcontext():
+      key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed), epoch), index)
+      acting = model_policy(policy, self.tokenizer, self.stops, self.sampling, key, template=self.settings.template,
+                            max_batch=self.generation_batch, widths=self.widths, reuse_cache=self.reuse_cache)
       collected = collect(self.batch_tasks(epoch, index), acting, self.tokenizer, self.settings, rows=self.local_rows)
     examples = list(collected.examples)
     longest = distributed.global_max(max((len(e["input_ids"]) for e in examples), default=1))
