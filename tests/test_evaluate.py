@@ -18,6 +18,7 @@ from steptool_jax.envs.settings import EnvSettings
 from steptool_jax.envs.tasks import generate_tasks
 from steptool_jax.rollout.policies import text_policy
 from tests.rollout.tiny_policy import MAX_BATCH, MAX_CONTEXT_LEN, MAX_NEW_TOKENS, builtin_tokenizer, tiny_policy
+from tests.trainer.fixtures import compile_cache, data_cache  # noqa: F401 (fixtures)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -135,13 +136,13 @@ def test_hf_directory_policy_acts_like_the_policy_it_was_saved_from(tmp_path):
   assert (tmp_path / "a" / "answers.json").read_text() == (tmp_path / "b" / "answers.json").read_text()
 
 
-def test_a_run_directory_of_ours_is_evaluated_with_its_own_settings(tmp_path):
+def test_a_run_directory_of_ours_is_evaluated_with_its_own_settings(tmp_path, data_cache, compile_cache):  # noqa: F811
   """One SFT step of configs/tiny.py:sft, then `policy.kind=checkpoint` on its workdir: the
   run's tokenizer, data pipeline and task split settings replace the evaluation config's."""
   from steptool_jax import train  # noqa: PLC0415
   from tests.trainer.fixtures import tiny_run_config  # noqa: PLC0415
   import jax  # noqa: PLC0415
-  run = tiny_run_config(tmp_path / "cache", "sft", train__num_steps=1, log__tensorboard=False,
+  run = tiny_run_config(data_cache, "sft", train__num_steps=1, log__tensorboard=False,
                         data__max_context_len=MAX_CONTEXT_LEN - MAX_NEW_TOKENS, data__max_response_len=MAX_NEW_TOKENS,
                         env__max_steps=2, data__eos_after_actions=True)
   train.train_and_evaluate(run, tmp_path / "run", devices=jax.devices()[:1])

@@ -19,6 +19,7 @@ from steptool_jax.models import LoraConfig, Policy, abstract_variables, load_pre
 from tests.models.tiny_gguf import write_tiny_gguf
 from tests.models.tiny_models import IDS, MASK, lora_policy, tiny_policy
 from tests.tiny_tokenizer import tiny_tokenizer
+from tests.trainer.fixtures import compile_cache, data_cache  # noqa: F401 (fixtures)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -84,7 +85,7 @@ def test_a_gguf_checkpoint_is_exported_as_it_is(tmp_path):
                load_pretrained(tiny.path).variables["params"])
 
 
-def test_a_run_directory_exports_its_merged_policy_and_its_tokenizer(tmp_path):
+def test_a_run_directory_exports_its_merged_policy_and_its_tokenizer(tmp_path, data_cache, compile_cache):  # noqa: F811
   """`--checkpoint=WORKDIR` (what the end-of-run summary suggests): one LoRA SFT step of the
   tiny config, exported; Hugging Face's PyTorch model of the export gives the logits of the
   run's own trained policy (adapters merged by hand here), and its tokenizer is the run's."""
@@ -97,7 +98,7 @@ def test_a_run_directory_exports_its_merged_policy_and_its_tokenizer(tmp_path):
   from steptool_jax.trainer import policy_init  # noqa: PLC0415
   from tests.trainer.fixtures import tiny_run_config  # noqa: PLC0415
 
-  config = tiny_run_config(tmp_path / "cache", "sft,lora", train__num_steps=1, log__tensorboard=False,
+  config = tiny_run_config(data_cache, "sft,lora", train__num_steps=1, log__tensorboard=False,
                            optim__learning_rate=0.05)
   result = train.train_and_evaluate(config, tmp_path / "run", devices=jax.devices()[:1])
   run = parse_run_config(config)

@@ -131,6 +131,12 @@ def test_resuming_past_damaged_steps_and_a_torn_metrics_line_equals_the_uninterr
   jax.tree.map(np.testing.assert_array_equal, resumed.state.opt_state, state.opt_state)
   np.testing.assert_array_equal(resumed.state.kl.value, state.kl.value)
   assert read_metrics(workdir) == read_metrics(straight[0])
+  # The PPO objective moves the right way in a real run: each batch's first epoch (one
+  # optimizer step, all at the batch's starting weights) sees a surrogate of ~0 (whitened
+  # advantages, ratio 1); the second epoch, after that step, a lower one.
+  for m in read_metrics(straight[0]):
+    assert abs(m["policy_loss_first_epoch"]) < 1e-5
+    assert m["policy_loss_last_epoch"] < -1e-3
   # The steps it saved again are sealed and verify.
   checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
   assert checkpointer.all_steps() == [1, 2, 3, 4] and all(checkpointer.problem(s) is None for s in (3, 4))

@@ -39,7 +39,9 @@ def arrays(tree):
   return jax.tree.map(np.asarray, tree)
 
 
-@pytest.mark.parametrize("use_lora", [False, True])
+# Under LoRA only (the critic's own adapters over the frozen base, the harder layout); a full
+# critic is the copy of test_a_critic_copied_from_the_policy_gives_the_shared_update_without_value_loss.
+@pytest.mark.parametrize("use_lora", [True])
 def test_a_separate_critic_never_moves_the_policy_through_the_value_loss(use_lora):
   policy = lora_policy() if use_lora else tiny_policy()
   critic, keys = (lora_critic(), LORA_KEYS) if use_lora else (full_critic(policy), FULL_KEYS)
