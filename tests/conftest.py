@@ -8,6 +8,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# The tiny models' tests spend most of their time in XLA's CPU compiler, not in running the
+# programs: LLVM at -O0 without its expensive passes compiles a PPO update in about half the
+# time (16 s -> 9 s, first call included). Subprocesses (the CLI tests) inherit it.
+_FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
+os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *_FAST_COMPILE]).strip()
 
 import jax  # noqa: E402
 
