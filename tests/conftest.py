@@ -2,6 +2,8 @@
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 # Must happen before any JAX backend starts.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -13,6 +15,14 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # time (16 s -> 9 s, first call included). Subprocesses (the CLI tests) inherit it.
 _FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *_FAST_COMPILE]).strip()
+# One persistent compilation cache for the whole run, shared by both xdist workers (which get
+# tests of the same module, so the same programs) and every subprocess (the CLI and
+# multi-process tests compile the programs of the in-process ones). Per run, not across runs:
+# a test run measures what a fresh checkout costs. Removed at the end by the controller.
+_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+XLA_CACHE = pathlib.Path(tempfile.gettempdir()) / f"steptool-tests-xla-cache-{_RUN_ID}"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(XLA_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax  # noqa: E402
 
@@ -57,3 +67,8 @@ def smollm2_policy(smollm2_gguf):
   from steptool_jax.models import load_pretrained  # noqa: PLC0415
 
   return load_pretrained(smollm2_gguf, "float32")
+
+
+def pytest_sessionfinish(session):
+  if not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist), after the workers
+    shutil.rmtree(XLA_CACHE, ignore_errors=True)

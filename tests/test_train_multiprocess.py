@@ -150,7 +150,10 @@ def test_a_killed_run_resumes_exactly_and_sigterm_saves_a_consistent_checkpoint(
 # process) and step 2 the short last batch, 1 task in 2 rows, all of them process 0's: process
 # 1 plays nothing and contributes padding. Greedy rollouts, so both layouts play the same
 # episodes (each process on its own copy of the policy; 1 x 8 on the global one).
-ONLINE = {"rollout.mode": "online", "rollout.group_size": 2, "rollout.temperature": 0.0, "rollout.width_bucket": 64,
+# One prompt width and no cache reuse (tested on its own in tests/rollout): few generate programs
+# to compile in each of the three processes.
+ONLINE = {"rollout.mode": "online", "rollout.group_size": 2, "rollout.temperature": 0.0, "rollout.width_bucket": 320,
+          "rollout.reuse_cache": False,
           "env.num_tasks": 7, "env.max_steps": 2, "data.max_context_len": 320, "data.max_response_len": 16,
           "data.min_bucket_len": 384, "ppo.epochs": 1, "train.num_steps": 2, "checkpoint.every_steps": 100,
           "log.progress_bar": False, "log.tensorboard": False}

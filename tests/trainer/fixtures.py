@@ -12,23 +12,15 @@ import pathlib
 import jax
 import ml_collections
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def compile_cache(tmp_path_factory) -> pathlib.Path:
-  """A persistent XLA compilation cache for this session (turned off again afterwards)."""
-  path = tmp_path_factory.mktemp("jax-compile-cache")
-  previous = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
-  compilation_cache.reset_cache()
-  compilation_cache.set_cache_dir(str(path))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  yield path
-  compilation_cache.reset_cache()
-  jax.config.update("jax_compilation_cache_dir", previous[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+def compile_cache() -> pathlib.Path:
+  """The run's persistent XLA compilation cache (tests/conftest.py: one for both workers and
+  every subprocess), so repeated runs of the same program compile once."""
+  return pathlib.Path(jax.config.jax_compilation_cache_dir)
 
 
 @pytest.fixture(scope="session")
