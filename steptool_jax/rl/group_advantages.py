@@ -69,10 +69,20 @@ def group_step_advantages(step_rewards: jax.Array, num_steps: jax.Array, group_i
     per_step = jnp.einsum("ij,js->is", same_group, x, precision=jax.lax.Precision.HIGHEST)
     return per_step if scope == "step" else jnp.sum(per_step, axis=-1, keepdims=True)
 
+  def group_extreme(x: jax.Array, reduce) -> jax.Array:
+    """For every row, `reduce` (max or min) of ``x`` over the valid entries of its pool."""
+    fill = -jnp.inf if reduce is jnp.max else jnp.inf
+    pooled = jnp.where((same_group[:, :, None] > 0) & (valid[None] > 0), x[None], fill)  # [B, B, S]
+    per_step = reduce(pooled, axis=1)
+    return per_step if scope == "step" else reduce(per_step, axis=-1, keepdims=True)
+
   count = jnp.maximum(group_total(valid), 1)
   mean = group_total(returns * valid) / count
   std = jnp.sqrt(group_total(jnp.square(returns - mean) * valid) / count)
-  spread = std > 0
+  # Equal returns have no spread. Decided exactly (largest == smallest), not by std > 0: the
+  # float mean of equal values can miss them by an ulp, and that residue over std + eps would
+  # be an advantage of ~0.05 for rollouts that did exactly the same.
+  spread = group_extreme(returns, jnp.max) > group_extreme(returns, jnp.min)
   normalised = (returns - mean) / (jnp.where(spread, std, 1) + eps)
   return jnp.where(spread, normalised, 0) * valid
 

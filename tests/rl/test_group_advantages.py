@@ -7,7 +7,7 @@ import math
 import jax
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from steptool_jax.rl.group_advantages import critic_free_advantages, group_step_advantages, step_returns_to_go
@@ -37,6 +37,7 @@ def test_hand_worked_group():
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.sampled_from(["group", "step"]), st.sampled_from([1.0, 0.9]))
+@example(860957, "step", 0.9)  # three equal returns whose float32 mean is an ulp off (found by this test)
 def test_matches_loop(seed, scope, gamma):
   rng = np.random.default_rng(seed)
   num_steps = rng.integers(0, 6, size=8)
@@ -45,6 +46,15 @@ def test_matches_loop(seed, scope, gamma):
   got = advantages(rewards.astype(np.float32), num_steps, groups, gamma=gamma, scope=scope, eps=1e-6)
   want = reference.group_advantages_loop(rewards, num_steps, groups, gamma, scope, 1e-6)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_equal_returns_whose_float_mean_is_inexact_have_no_advantage():
+  # Three rollouts of one query that did the same: step rewards (0, 0, 0.5), gamma 0.9, so the
+  # returns-to-go are 0.405, 0.45, 0.5 in every rollout. 0.405 is not a float32 and the mean
+  # of three of them misses it by an ulp. By hand: no spread at any step, every advantage 0.
+  rewards = np.tile(np.array([0.0, 0.0, 0.5], np.float32), (3, 1))
+  got = group_step_advantages(rewards, np.array([3, 3, 3]), np.array([4, 4, 4]), gamma=0.9, scope="step", eps=1e-6)
+  np.testing.assert_array_equal(np.asarray(got), np.zeros((3, 3), np.float32))
 
 
 def test_token_broadcast():
