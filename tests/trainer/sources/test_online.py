@@ -130,10 +130,10 @@ def test_online_config_mistakes_name_their_field(overrides, message):
 
 def test_online_critic_free_run_trains_on_its_own_rollouts(tmp_path):
   config = online_config(**{"ppo.advantage_estimator": "group", "ppo.vf_coef": 0.0, "ppo.epochs": 1,
-                            "train.num_steps": 2, "checkpoint.every_steps": 2, "log.progress_bar": False,
+                            "train.num_steps": 1, "checkpoint.every_steps": 1, "log.progress_bar": False,
                             "log.tensorboard": False, "optim.learning_rate": 1e-3})
   result = train.train_and_evaluate(config, tmp_path, devices=jax.devices()[:1])
-  assert result.status == "finished" and result.step == 2
+  assert result.status == "finished" and result.step == 1
   metrics = result.last_metrics
   assert metrics["rollout/episodes"] == BATCH and metrics["rows"] == BATCH
   assert {"rollout/solved_rate", "rollout/failed_call_rate", "rollout/steps", "kl_loss"} <= set(metrics)
