@@ -18,10 +18,13 @@ os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *_FAST_COMP
 # One persistent compilation cache for the whole run, shared by both xdist workers (which get
 # tests of the same module, so the same programs) and every subprocess (the CLI and
 # multi-process tests compile the programs of the in-process ones). Per run, not across runs:
-# a test run measures what a fresh checkout costs. Removed at the end by the controller.
-_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
-XLA_CACHE = pathlib.Path(tempfile.gettempdir()) / f"steptool-tests-xla-cache-{_RUN_ID}"
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(XLA_CACHE))
+# a test run measures what a fresh checkout costs. The controller names it (its pid) before it
+# starts the workers, which inherit the variable; the controller removes it at the end.
+# A cache the user set is used as it is and never removed.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      str(pathlib.Path(tempfile.gettempdir()) / f"steptool-tests-xla-cache-{os.getpid()}"))
+XLA_CACHE = pathlib.Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax  # noqa: E402
@@ -70,5 +73,5 @@ def smollm2_policy(smollm2_gguf):
 
 
 def pytest_sessionfinish(session):
-  if not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist), after the workers
+  if _OWN_CACHE and not hasattr(session.config, "workerinput"):  # the controller (or no xdist), after the workers
     shutil.rmtree(XLA_CACHE, ignore_errors=True)
