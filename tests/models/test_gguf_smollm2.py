@@ -15,6 +15,7 @@ from steptool_jax import export
 from steptool_jax.models import (
     SamplingConfig, generate_with_policy, gguf_io, left_pad, load_pretrained, save_pretrained)
 from tests.models.conftest import parsed_once
+from tests.models.hf_reference import hf_logits
 
 STRINGS = [
     "Hello world!", "  leading spaces and trailing  ", "Weather in \"Paris\" on 2024-05-17? 12345 km/h",
@@ -100,17 +101,6 @@ def prompt_batch(tokenizer, padding: str) -> tuple[np.ndarray, np.ndarray]:
   span = slice(0, 40) if padding == "right" else slice(24, 64)
   rows[1, span], mask[1, span] = ids[:40], 1
   return rows, mask
-
-
-def hf_logits(model, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-  import torch  # noqa: PLC0415
-
-  # Position ids count real tokens only, as HF's `generate` (and our forward) number them.
-  positions = np.maximum(np.cumsum(mask, axis=-1) - 1, 0)
-  with torch.no_grad():
-    out = model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
-                position_ids=torch.tensor(positions, dtype=torch.long))
-  return out.logits.float().numpy()
 
 
 @pytest.mark.parametrize("padding", ["right", "left"])

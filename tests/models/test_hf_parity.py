@@ -13,6 +13,7 @@ import jax  # noqa: E402
 from steptool_jax.models import SamplingConfig, generate_with_policy, left_pad, load_pretrained, save_pretrained  # noqa: E402
 from steptool_jax.models import hf_io  # noqa: E402
 from tests.models.conftest import VOCAB  # noqa: E402
+from tests.models.hf_reference import hf_logits  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -29,16 +30,6 @@ def padded_batch(padding: str) -> tuple[np.ndarray, np.ndarray]:
       mask[row, :pad] = 0
   ids[mask == 0] = 0
   return ids, mask
-
-
-def hf_logits(model, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-  # HF's forward numbers positions 0..T-1 regardless of padding; its `generate` (and we) count
-  # only real tokens. Passing those position ids makes the left-padded rows comparable.
-  positions = np.maximum(np.cumsum(mask, axis=-1) - 1, 0)
-  with torch.no_grad():
-    out = model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
-                position_ids=torch.tensor(positions, dtype=torch.long))
-  return out.logits.float().numpy()
 
 
 @pytest.mark.parametrize("padding", ["right", "left"])
