@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,12 +44,17 @@ def read_metrics(workdir) -> list[dict]:
 def test_a_resumed_run_with_the_stability_options_equals_an_uninterrupted_one(tmp_path, data_cache):
   """A separate LoRA critic (its adapters and optimizer state), its warm-up and the running
   reward statistics are state: killed after step 3 (checkpoint at 2) and resumed, the run
-  ends exactly where an uninterrupted one does."""
+  ends exactly where an uninterrupted one does. The killed run's workdir is the uninterrupted
+  one's as it was after step 3: steps 1-3 logged, checkpoint 2 the last one (every 2 steps)."""
   config = tiny_run_config(data_cache, "lora", ppo__critic="separate", ppo__critic_warmup_updates=2,
                            reward__normalize="running")
   straight = train.train_and_evaluate(config, tmp_path / "straight", devices=ONE_DEVICE)
-  train.train_and_evaluate(config, tmp_path / "resumed", devices=ONE_DEVICE, halt_at_step=3)
+  shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+  shutil.rmtree(checkpointing.checkpoint_dir(tmp_path / "resumed") / "4")
+  metrics = (tmp_path / "resumed" / JSONL).read_text().splitlines(keepends=True)
+  (tmp_path / "resumed" / JSONL).write_text("".join(metrics[:3]))
   resumed = train.train_and_evaluate(config, tmp_path / "resumed", devices=ONE_DEVICE)
+  assert resumed.start_step == 2
   assert resumed.step == straight.step == 4
   for part in ("policy", "critic", "critic_opt_state", "reward_stats", "opt_state"):
     jax.tree.map(np.testing.assert_array_equal, getattr(resumed.state, part), getattr(straight.state, part))
