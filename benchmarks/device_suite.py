@@ -61,7 +61,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import model_decode, model_train_step, train_ppo_update
-from benchmarks.timing import timed_runs
+from benchmarks.timing import matmul_rate
 from configs import tiny as tiny_config
 from steptool_jax.config.run import parse_run_config
 from steptool_jax.envs.builtin_tokenizer import load_tokenizer
@@ -130,13 +130,6 @@ class SuiteOptions:
 
 def log(message: str) -> None:
   print(f"[device_suite {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def matmul_rate(size: int, dtype: str) -> float:
-  """FLOP/s of a jitted square matmul (best of 5): the stand-in peak of a device not in the table."""
-  a = jnp.ones((size, size), dtype)
-  timing = timed_runs(lambda: jnp.matmul(a, a), steps=5)
-  return 2.0 * size**3 / timing.best_s
 
 
 def device_limits(device: jax.Device, shapes: Shapes) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
     PYTHONPATH=. python benchmarks/model_train_step.py                      # ~1B, 4k, bf16, remat
     PYTHONPATH=. python benchmarks/model_train_step.py --preset=tiny --seq_len=128 --batch=2 --steps=2
+    PYTHONPATH=. python benchmarks/model_train_step.py --preset=smollm2_135m --dtype=float32 --seq_len=256 \
+        --batch=4 --remat=none --steps=3 --matmul_size=2048       # a CPU: against XLA's own matmul rate
 
 The step is what PPO runs per minibatch: one trunk forward scoring every token (chunked
 log-probs + values, `score_tokens`), a loss on them, the backward pass and an optimizer
@@ -31,7 +33,7 @@ import optax
 from absl import app, flags
 from jax.sharding import Mesh
 
-from benchmarks.timing import timed_runs
+from benchmarks.timing import matmul_rate, timed_runs
 from steptool_jax.models import CausalLM, LoraConfig, ValueHead, preset, score_tokens
 from steptool_jax.models.config import ModelConfig, tiny
 from steptool_jax.models.policy import init_base_params, init_lora_params, init_value_head_params
@@ -119,6 +121,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("steps", 10, "Timed steps (after one compile/warm-up step).")
   flags.DEFINE_string("mesh", "fsdp=-1", "Mesh axis sizes, e.g. data=2,fsdp=-1,tensor=1.")
   flags.DEFINE_float("peak_tflops", None, "Per-device dense bf16 peak, if not in steptool_jax/trainer/flops.py.")
+  flags.DEFINE_integer("matmul_size", 0, "Also time a square matmul of this size in --dtype (0: no) and report the"
+                                         " step's FLOP/s as a fraction of it: the yardstick on a CPU, which has no"
+                                         " peak in the table.")
 
 
 def main(argv):
@@ -138,6 +143,10 @@ def main(argv):
     print(f"MFU {100 * r['mfu']:.1f}% (peak {peak / 1e12:.0f} TFLOP/s per device)")
   else:
     print("MFU: unknown peak for this device (pass --peak_tflops)")
+  if f.matmul_size:
+    rate = matmul_rate(f.matmul_size, f.dtype) / mesh.devices.size
+    print(f"{f.matmul_size}^3 {f.dtype} matmul: {rate / 1e9:,.1f} GFLOP/s per device; the step runs at"
+          f" {100 * r['tflops_per_device'] * 1e12 / rate:.1f}% of it")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -46,3 +47,11 @@ def timed_runs(fn: Callable[[], Any], *, steps: int, deadline: float | None = No
     out = jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
   return Timing(first_s=first, times=times, out=out)
+
+
+def matmul_rate(size: int, dtype: str) -> float:
+  """FLOP/s of a jitted square `size`^3 matmul (best of 5): what the device's matmul units
+  deliver under XLA, the yardstick of a device without a published peak (a CPU)."""
+  a = jnp.ones((size, size), dtype)
+  timing = timed_runs(lambda: jnp.matmul(a, a), steps=5)
+  return 2.0 * size**3 / timing.best_s
