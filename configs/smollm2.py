@@ -41,9 +41,10 @@ from steptool_jax.models.local_models import smollm2_gguf_path
 
 VARIANTS = ("sft", "sft_lora", *SWITCHES, GROUP_METHOD)
 EVAL_EPISODES = 100  # every task of validation and of test (1000 tasks x 0.1)
-# benchmarks/steptool_vs_baselines.py --preset=smollm2: sized for one H100/H200 in <= 8 minutes
-# (estimated, not yet measured: no GPU was lent when this was written): LoRA SFT, then the
-# paper's baseline and StepTool from it, 2 seeds, 20 online updates each.
+# benchmarks/steptool_vs_baselines.py --preset=smollm2 [--options=separate_critic]: sized for one
+# H100/H200 in <= 8 minutes (estimated, not yet measured: no GPU has been lent yet): LoRA SFT,
+# then the paper's baseline and StepTool from it, 2 seeds, 20 online updates each. Every stage
+# (with and without the separate LoRA critic) ran end to end on a CPU at --smoke size.
 BENCHMARK = {"sft_variant": "sft_lora", "methods": ("ppo_final", "steptool"), "seeds": (0, 1)}
 
 

@@ -119,8 +119,9 @@ def get_config(arg: str = "steptool") -> ml_collections.ConfigDict:
   config.reward.kl_controller = "fixed"
   # 0.05 (runs 1-4) let StepTool drift into degenerate text after ~20 updates (run 5 probe);
   # 0.2 (chosen on validation against learning rate 5e-5, seed 0) delays it, but seeds 1 and 2
-  # of run 5 still degenerated. The probe that kept every seed stable was ppo.vf_coef=0
-  # (docs/results.md: the value loss reaches the shared trunk).
+  # of run 5 still degenerated. What kept every seed stable: no value loss (ppo.vf_coef=0, a
+  # probe) or the value loss on a critic of its own (--options=separate_critic, run 6;
+  # docs/results.md: the value loss reached the shared trunk).
   config.reward.init_kl_coef = 0.2
   config.optim.learning_rate = 1e-4  # chosen on validation, seed 0 (docs/results.md)
   config.train.num_steps = 30  # 480 episodes per run
@@ -135,6 +136,7 @@ def get_config(arg: str = "steptool") -> ml_collections.ConfigDict:
 
 # The stability options of docs/results.md's study, as `--set` overrides of the PPO runs
 # (benchmarks/steptool_vs_baselines.py --options=NAME); each off in the paper's recipe.
+# Run 6 measured separate_critic (no seed of StepTool degenerates); the others are not run yet.
 STABILITY_OPTIONS = {
     "none": {},
     "separate_critic": {"ppo.critic": "separate"},
