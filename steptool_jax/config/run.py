@@ -271,8 +271,8 @@ class OptimSection:
   b2: float = 0.999
   eps: float = 1e-8
   weight_decay: float = 0.0
-  # 0 = no clipping. 1.0 online too: the built-in benchmark's online PPO norms run 0.2-1.6
-  # (median 0.8), so it clips only the largest updates (docs/training.md, "Optimizer").
+  # 0 = no clipping. 1.0 online too: the built-in benchmark's online PPO norms run 0.2-2.2
+  # (median 0.8-1.0), so it clips the larger updates only (docs/training.md, "Optimizer").
   max_grad_norm: float = 1.0
 
   def __post_init__(self):
