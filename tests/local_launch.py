@@ -1,21 +1,19 @@
 """Commands run as several local JAX processes through `python -m steptool_jax.launch_local`.
 
 What the multi-process tests share: the launcher's command line, an environment with a
-persistent XLA compilation cache (a relaunch of the same run compiles nothing; shared by
+persistent XLA compilation cache (process 0 of a relaunch compiles nothing; shared by
 every test session's workers, see `shared_dir`), and the output split by process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import pathlib
 import subprocess
 import sys
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import filelock
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCHER = (sys.executable, "-m", "steptool_jax.launch_local")
@@ -68,17 +66,3 @@ def shared_dir(tmp_path_factory, name: str) -> pathlib.Path:
   path = root / name
   path.mkdir(parents=True, exist_ok=True)
   return path
-
-
-@contextlib.contextmanager
-def built_once(directory: pathlib.Path) -> Iterator[bool]:
-  """Holds `directory`'s lock; yields True when the caller must build it (it is not marked
-  done yet), and marks it done when the body succeeds. pytest-xdist's recipe for a
-  session-wide fixture that runs once, whichever worker asks first."""
-  done = directory / ".done"
-  with filelock.FileLock(str(directory) + ".lock"):
-    if done.exists():
-      yield False
-      return
-    yield True
-    done.touch()
