@@ -4,6 +4,7 @@
     PYTHONPATH=. python benchmarks/model_train_step.py --preset=tiny --seq_len=128 --batch=2 --steps=2
     PYTHONPATH=. python benchmarks/model_train_step.py --preset=smollm2_135m --dtype=float32 --seq_len=256 \
         --batch=4 --remat=none --steps=3 --matmul_size=2048       # a CPU: against XLA's own matmul rate
+    ... --profile_dir=/tmp/step-profile     # and where the step's time goes, per compiled op (profile_ops.py)
 
 The step is what PPO runs per minibatch: one trunk forward scoring every token (chunked
 log-probs + values, `score_tokens`), a loss on them, the backward pass and an optimizer
@@ -33,6 +34,7 @@ import optax
 from absl import app, flags
 from jax.sharding import Mesh
 
+from benchmarks import profile_ops
 from benchmarks.timing import matmul_rate, timed_runs
 from steptool_jax.models import CausalLM, LoraConfig, ValueHead, preset, score_tokens
 from steptool_jax.models.config import ModelConfig, tiny
@@ -49,9 +51,11 @@ def model_config(name: str, **overrides) -> ModelConfig:
 def measure_train_step(*, preset_name: str = "llama3_2_1b", seq_len: int = 4096, batch: int = 4,
                        dtype: str = "bfloat16", remat: str = "full", attention: str = "auto",
                        trainable: str = "full", logits_chunk: int = 1024, steps: int = 10, mesh: Mesh | None = None,
-                       peak_flops: float | None = None, deadline: float | None = None) -> dict:
+                       peak_flops: float | None = None, deadline: float | None = None,
+                       profile_dir: str = "") -> dict:
   """Compiles and times the step (`steps` runs, fewer when `deadline` comes first); returns
-  its figures (`mfu` None when `peak_flops`, per device, is unknown)."""
+  its figures (`mfu` None when `peak_flops`, per device, is unknown). With `profile_dir`, two
+  more steps run under the profiler and `profile` holds the per-operation table."""
   platform = jax.devices()[0].platform
   attention = attention if attention != "auto" else ("cudnn" if platform == "gpu" else "xla")
   cfg = model_config(preset_name, param_dtype=dtype, dtype=dtype, remat=remat, attention_impl=attention)
@@ -96,6 +100,13 @@ def measure_train_step(*, preset_name: str = "llama3_2_1b", seq_len: int = 4096,
       return loss
 
     timing = timed_runs(one_step, steps=steps, deadline=deadline)
+    profile = ""
+    if profile_dir:
+      hlo = step.lower(holder["trainable"], holder["opt_state"], frozen, ids, mask).compile().as_text()
+      trace = profile_ops.trace_runs(one_step, runs=2, directory=profile_dir)
+      with open(f"{profile_dir}/step.hlo.txt", "w") as f:  # what the op names of the table refer to
+        f.write(hlo)
+      profile = profile_ops.format_table(profile_ops.op_times(trace, hlo, runs=2))
 
   step_s = timing.median_s
   tokens = batch * seq_len
@@ -106,7 +117,7 @@ def measure_train_step(*, preset_name: str = "llama3_2_1b", seq_len: int = 4096,
           "batch": batch, "seq_len": seq_len, "compile_s": timing.first_s, "steps": len(timing.times),
           "step_s": step_s, "loss": float(timing.out), "tokens_per_s": tokens / step_s, "flops_per_step": step_flops,
           "tflops_per_device": step_flops / step_s / n_dev / 1e12,
-          "mfu": flops.mfu(step_flops, step_s, n_dev, peak_flops)}
+          "mfu": flops.mfu(step_flops, step_s, n_dev, peak_flops), "profile": profile}
 
 
 def define_flags() -> None:
@@ -124,6 +135,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("matmul_size", 0, "Also time a square matmul of this size in --dtype (0: no) and report the"
                                          " step's FLOP/s as a fraction of it: the yardstick on a CPU, which has no"
                                          " peak in the table.")
+  flags.DEFINE_string("profile_dir", "", "Also trace two steps with the profiler into this directory and print where"
+                                         " the step's time goes, per compiled operation (benchmarks/profile_ops.py).")
 
 
 def main(argv):
@@ -133,7 +146,7 @@ def main(argv):
   peak = f.peak_tflops * 1e12 if f.peak_tflops else flops.device_peaks()[0]
   r = measure_train_step(preset_name=f.preset, seq_len=f.seq_len, batch=f.batch, dtype=f.dtype, remat=f.remat,
                          attention=f.attention, trainable=f.trainable, logits_chunk=f.logits_chunk, steps=f.steps,
-                         mesh=mesh, peak_flops=peak)
+                         mesh=mesh, peak_flops=peak, profile_dir=f.profile_dir)
   print(f"device: {r['device']} x{r['devices']}  model: {r['preset']} ({r['params'] / 1e9:.2f}B)"
         f"  dtype: {r['dtype']}  remat: {r['remat']}  attention: {r['attention']}  trainable: {r['trainable']}")
   print(f"batch {r['batch']} x {r['seq_len']} tokens; first step (compile) {r['compile_s']:.1f}s; loss {r['loss']:.4f}")
@@ -147,6 +160,8 @@ def main(argv):
     rate = matmul_rate(f.matmul_size, f.dtype) / mesh.devices.size
     print(f"{f.matmul_size}^3 {f.dtype} matmul: {rate / 1e9:,.1f} GFLOP/s per device; the step runs at"
           f" {100 * r['tflops_per_device'] * 1e12 / rate:.1f}% of it")
+  if r["profile"]:
+    print(r["profile"])
 
 
 if __name__ == "__main__":
