@@ -22,7 +22,8 @@ import numpy as np
 
 
 def probe(path: str) -> dict:
-  episodes = [json.loads(line) for line in open(path) if line.strip()]
+  with open(path) as f:
+    episodes = [json.loads(line) for line in f if line.strip()]
   by_status: dict[str, list[float]] = collections.defaultdict(list)
   all_full = collections.Counter()
   endings = collections.Counter()

@@ -3,6 +3,7 @@ table, and a real profiler trace of a jitted matmul found again in it."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 
@@ -74,6 +75,6 @@ def test_a_real_trace_holds_the_matmul(tmp_path):
 
 
 def test_no_trace_is_a_clear_error(tmp_path, monkeypatch):
-  monkeypatch.setattr(jax.profiler, "trace", lambda *a, **k: __import__("contextlib").nullcontext())
+  monkeypatch.setattr(jax.profiler, "trace", lambda *a, **k: contextlib.nullcontext())
   with pytest.raises(FileNotFoundError, match="no perfetto trace"):
     profile_ops.trace_runs(lambda: 0, runs=1, directory=str(tmp_path))
