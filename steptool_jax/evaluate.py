@@ -40,6 +40,7 @@ import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
+from tqdm.auto import tqdm
 
 from steptool_jax.cli import EXIT_BAD_INPUT, parse_flags, quiet_startup
 from steptool_jax.config.evaluation import EvalConfig, parse_eval_config
@@ -90,10 +91,20 @@ def summarize(metrics: dict[str, Any], split: str) -> dict[str, Any]:
 
 
 def evaluate_policy(tasks: Sequence[Task], policy: ActionPolicy, tokenizer: Any,
-                    settings: RolloutSettings) -> Evaluation:
-  """One episode per task, judged by rules (`settings.group_size` is ignored)."""
-  rollouts = tuple(run_episodes(tasks, policy, tokenizer, bos_id=settings.bos_id,
-                                max_context_len=settings.max_context_len, env_config=settings.episode_config))
+                    settings: RolloutSettings, *, progress: bool = False) -> Evaluation:
+  """One episode per task, judged by rules (`settings.group_size` is ignored).
+
+  `progress`: a bar of finished episodes on stderr, moved after every round of actions."""
+  bar = tqdm(total=len(tasks), desc="evaluate", unit="episode", dynamic_ncols=True, disable=not progress)
+
+  def on_round(rounds: int, finished: int) -> None:
+    bar.set_postfix_str(f"round {rounds}/{settings.episode_config.max_steps}", refresh=False)
+    bar.update(finished - bar.n)
+
+  with bar:
+    rollouts = tuple(run_episodes(tasks, policy, tokenizer, bos_id=settings.bos_id,
+                                  max_context_len=settings.max_context_len, env_config=settings.episode_config,
+                                  on_round=on_round))
   judgements = tuple(settings.judgement(r) for r in rollouts)
   scores = [metrics_lib.EpisodeScore.from_judgement(j, template=r.task.template, steps=r.num_steps)
             for r, j in zip(rollouts, judgements)]
@@ -222,7 +233,8 @@ def episode_records(evaluation: Evaluation, indices: Sequence[int]) -> list[dict
             "generalization": verdict.generalization, "status": verdict.status.value,
             "tool_recall": verdict.tool_recall, "num_steps": rollout.num_steps,
             "succ_calling": list(verdict.succ_calling), "step_rewards": list(verdict.step_rewards),
-            "outcomes": list(rollout.outcomes), "stops": [a.stop for a in rollout.actions]}})
+            "outcomes": list(rollout.outcomes), "stops": [a.stop for a in rollout.actions],
+            "action_tokens": [len(a.token_ids) for a in rollout.actions]}})
   return records
 
 
@@ -278,7 +290,8 @@ def run(config: Config, policy: Policy | None = None) -> dict[str, Any] | None:
   share = process_share(len(tasks))
   records = []
   if share:
-    evaluation = evaluate_policy([tasks[i] for i in share], acting, tokenizer, rollout_settings(config, tokenizer))
+    evaluation = evaluate_policy([tasks[i] for i in share], acting, tokenizer, rollout_settings(config, tokenizer),
+                                 progress=jax.process_index() == 0)
     records = episode_records(evaluation, share)
   if jax.process_count() > 1:
     logging.info("process %d: played %d of the %d episodes", jax.process_index(), len(records), len(tasks))
@@ -289,6 +302,10 @@ def run(config: Config, policy: Policy | None = None) -> dict[str, Any] | None:
   summary = summarize(metrics, config.eval.split)
   summary["policy"] = config.policy.kind
   summary["seconds"] = round(time.perf_counter() - start, 2)
+  # Every action's tokens, EOS included: the policy's output whatever stopped it (compilation,
+  # prompt prefill and the environment are inside `seconds`, so this is end to end, not decode).
+  summary["generated_tokens"] = sum(sum(r["episode"]["action_tokens"]) for r in records)
+  summary["generated_tokens_per_s"] = round(summary["generated_tokens"] / max(summary["seconds"], 1e-9), 2)
   if config.output_dir:
     write_outputs(config.output_dir, records, metrics, summary)
   return summary

@@ -17,6 +17,7 @@ from steptool_jax.envs.generate import GenerateConfig, roll_out
 from steptool_jax.envs.settings import EnvSettings
 from steptool_jax.envs.tasks import generate_tasks
 from steptool_jax.rollout.policies import text_policy
+from steptool_jax.rollout.scripted import GIVE_UP_ACTION
 from tests.rollout.tiny_policy import MAX_BATCH, MAX_CONTEXT_LEN, MAX_NEW_TOKENS, builtin_tokenizer, tiny_policy
 from tests.trainer.fixtures import compile_cache, data_cache  # noqa: F401 (fixtures)
 
@@ -43,6 +44,8 @@ def test_always_give_up_passes_nothing():
   summary = evaluate.run(config("give_up"))
   assert summary["pass_rate"] == 0.0 and summary["tool_recall"] == 0.0 and summary["steps"] == 1.0
   assert summary["failed_call_rate"] is None  # no calls to rate
+  # One action per episode: the give-up text's tokens and the EOS the evaluation config adds.
+  assert summary["generated_tokens"] == 12 * (len(builtin_tokenizer().encode(GIVE_UP_ACTION)) + 1)
 
 
 def test_garbage_counts_as_failed_calls():
@@ -119,6 +122,8 @@ def test_cli_last_line_is_the_json_summary(tmp_path):
   assert {"pass_rate", "tool_recall", "episodes", "split"} <= set(summary)
   assert summary["episodes"] == 3 and summary["split"] == "test" and summary["pass_rate"] == 0.0
   assert len(read_converted_answers(tmp_path / "answers.json")) == 3
+  # Progress on stderr: the give-up policy ends all 3 episodes in round 1 of the environment's 10.
+  assert "3/3" in result.stderr and "round 1/10" in result.stderr, result.stderr[-2000:]
 
 
 def test_hf_directory_policy_acts_like_the_policy_it_was_saved_from(tmp_path):

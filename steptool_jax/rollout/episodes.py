@@ -9,7 +9,7 @@ unparseable one with an error observation), so no model output raises.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from steptool_jax.envs import episode as env
 from steptool_jax.envs.tasks import Task
@@ -74,10 +74,13 @@ class _Running:
 
 def run_episodes(tasks: Sequence[Task], policy: ActionPolicy, tokenizer: Any, *, bos_id: int | None,
                  max_context_len: int, env_config: env.EnvConfig = env.EnvConfig(),
-                 groups: Sequence[int] | None = None) -> list[Rollout]:
+                 groups: Sequence[int] | None = None,
+                 on_round: Callable[[int, int], None] | None = None) -> list[Rollout]:
   """Plays one episode per task (repeat a task to get several), all in lock-step.
 
   Returns the rollouts in the order of `tasks`. `groups[i]` is rollout i's group (default i).
+  `on_round(round, finished)`, when given, is called after each round of actions with the
+  round's number (1, 2, ...) and how many episodes have finished so far (for progress output).
   """
   groups = list(range(len(tasks))) if groups is None else list(groups)
   if len(groups) != len(tasks):
@@ -90,6 +93,7 @@ def run_episodes(tasks: Sequence[Task], policy: ActionPolicy, tokenizer: Any, *,
     item.prompt_ids.append(tuple(ids))
 
   active = list(range(len(running)))
+  rounds = 0
   while active:
     requests = [ActionRequest(episode=running[i].episode,
                               context_ids=tuple(policy_context(running[i].context_segments(), bos_id=bos_id,
@@ -112,4 +116,7 @@ def run_episodes(tasks: Sequence[Task], policy: ActionPolicy, tokenizer: Any, *,
       running[i].prompts.append(prompt)
       running[i].prompt_ids.append(tuple(ids))
     active = [i for i, _ in new_prompts]
+    rounds += 1
+    if on_round is not None:
+      on_round(rounds, len(running) - len(active))
   return [item.finished() for item in running]

@@ -58,6 +58,15 @@ def test_expert_episodes_are_the_rendered_expert_dialogues(tasks):
     assert rollout.outcomes[-1] == env.ANSWERED and set(rollout.outcomes[:-1]) == {env.CALLED}
 
 
+def test_on_round_reports_each_round_and_the_episodes_finished_by_then(tasks):
+  tokenizer = builtin_tokenizer()
+  reports = []
+  run_episodes(tasks, text_policy(expert_writer(), tokenizer, eos_id=EOS), tokenizer, bos_id=1,
+               max_context_len=4096, on_round=lambda *report: reports.append(report))
+  # Episodes of 2, 3, 4 and 2 steps: none ends in round 1, two in round 2, one each after.
+  assert reports == [(1, 0), (2, 2), (3, 3), (4, 4)]
+
+
 def test_the_context_grows_by_exactly_the_previous_action_and_prompt(tasks):
   tokenizer = builtin_tokenizer()
   seen = []
