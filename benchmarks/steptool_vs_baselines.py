@@ -21,7 +21,8 @@ variant, methods and seeds the benchmark runs by default (`BENCHMARK`).
    validation and the held-out test split (`python -m steptool_jax.evaluate`'s code).
 5. `OUT/results.table.md`: a markdown table of mean ± 95% CI over seeds (Student-t, n = 3)
    per method and split (docs/results.md quotes it, with the discussion);
-   `DOCS/results.png`: the training rollouts' pass rate against the PPO step.
+   `DOCS/results[-PRESET][+OPTIONS].png`: the training rollouts' pass rate against the PPO
+   step (DOCS: docs/, or OUT with `--smoke`; the miniature's plot has no preset in its name).
 
 Every method runs with the same hyperparameters (those of the config file: learning rate,
 KL coefficient, PPO epochs, batch); nothing is tuned per method, and changes to the shared
@@ -208,7 +209,7 @@ def plot_curves(curves: dict[str, list[list[tuple[int, float]]]], path: pathlib.
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", required=True, help="workdirs of every stage (resumable)")
-  parser.add_argument("--docs", default=str(REPO / "docs"), help="where results.png goes")
+  parser.add_argument("--docs", default="", help="where the plot goes (default: docs/, or OUT with --smoke)")
   parser.add_argument("--preset", default="miniature", choices=sorted(PRESETS), help="the experiment's config module")
   parser.add_argument("--seeds", default="", help="comma-separated (default: the preset's)")
   parser.add_argument("--methods", default="", help="comma-separated (default: the preset's)")
@@ -276,11 +277,12 @@ def main() -> None:
       print(f"[{time.perf_counter() - started:6.0f}s] {method} seed {seed}: " + json.dumps(
           {split: results[method][split][-1]["pass_rate"] for split in SPLITS}), flush=True)
 
-  docs = pathlib.Path(args.docs)
+  docs = pathlib.Path(args.docs) if args.docs else (out if args.smoke else REPO / "docs")
   docs.mkdir(parents=True, exist_ok=True)
   labels = {m: LABELS[m] + (f" + {args.options}" if suffix else "") for m in methods}
   table = results_table(results, methods, curves, labels)
-  plot_curves(curves, docs / f"results{suffix}.png")
+  # The miniature's plots are docs/results[+OPTIONS].png; another preset's carry its name.
+  plot_curves(curves, docs / f"results{'' if args.preset == 'miniature' else '-' + args.preset}{suffix}.png")
   total = time.perf_counter() - started
   (out / f"results{suffix}.json").write_text(json.dumps({"results": results, "curves": curves, "timings": timings,
                                                           "options": options, "seconds": total}, indent=1))
