@@ -98,8 +98,8 @@ def evaluate_policy(tasks: Sequence[Task], policy: ActionPolicy, tokenizer: Any,
   bar = tqdm(total=len(tasks), desc="evaluate", unit="episode", dynamic_ncols=True, disable=not progress)
 
   def on_round(rounds: int, finished: int) -> None:
-    bar.set_postfix_str(f"round {rounds}/{settings.episode_config.max_steps}", refresh=False)
     bar.update(finished - bar.n)
+    bar.set_postfix_str(f"round {rounds}/{settings.episode_config.max_steps}")  # redraws: a round may finish none
 
   with bar:
     rollouts = tuple(run_episodes(tasks, policy, tokenizer, bos_id=settings.bos_id,
