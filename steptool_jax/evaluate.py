@@ -301,11 +301,12 @@ def run(config: Config, policy: Policy | None = None) -> dict[str, Any] | None:
   metrics = records_metrics(records)
   summary = summarize(metrics, config.eval.split)
   summary["policy"] = config.policy.kind
-  summary["seconds"] = round(time.perf_counter() - start, 2)
+  elapsed = time.perf_counter() - start
+  summary["seconds"] = round(elapsed, 2)
   # Every action's tokens, EOS included: the policy's output whatever stopped it (compilation,
   # prompt prefill and the environment are inside `seconds`, so this is end to end, not decode).
   summary["generated_tokens"] = sum(sum(r["episode"]["action_tokens"]) for r in records)
-  summary["generated_tokens_per_s"] = round(summary["generated_tokens"] / max(summary["seconds"], 1e-9), 2)
+  summary["generated_tokens_per_s"] = round(summary["generated_tokens"] / elapsed, 2)
   if config.output_dir:
     write_outputs(config.output_dir, records, metrics, summary)
   return summary
