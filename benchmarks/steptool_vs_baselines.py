@@ -3,6 +3,8 @@
     python benchmarks/steptool_vs_baselines.py --out=/tmp/steptool-exp           # the full run (< 1 h, 2 CPU cores)
     python benchmarks/steptool_vs_baselines.py --out=/tmp/smoke --smoke          # every stage at toy size
     python benchmarks/steptool_vs_baselines.py --preset=smollm2 --out=/tmp/smollm2-exp   # the pretrained lane (a GPU)
+    python benchmarks/steptool_vs_baselines.py --out=/tmp/stab --methods=steptool --options=none,critic_warmup
+                                                 # a stability study: a row per method and option set
 
 `--preset` picks the experiment's config module: `miniature` (configs/steptool_vs_baselines.py:
 a 0.8M-parameter model trained from scratch, CPU) or `smollm2` (configs/smollm2.py:
@@ -216,9 +218,10 @@ def main() -> None:
   parser.add_argument("--episodes", type=int, default=0, help="evaluation episodes per split (0: the config's)")
   parser.add_argument("--smoke", action="store_true", help="every stage at toy size (minutes), results not meaningful")
   parser.add_argument("--set", action="append", default=[], help="PPO config override a.b=value (repeatable)")
-  parser.add_argument("--options", default="none", choices=sorted(steptool_vs_baselines.STABILITY_OPTIONS),
-                      help="a named set of stability options for every PPO run (configs/steptool_vs_baselines.py);"
-                           " runs are named METHOD[+OPTIONS]-seedS")
+  parser.add_argument("--options", default="none",
+                      help="comma-separated named sets of stability options (configs/steptool_vs_baselines.py:"
+                           f" {', '.join(steptool_vs_baselines.STABILITY_OPTIONS)}); every method and seed runs"
+                           " with each set, one table row per method and set; runs are named METHOD[+OPTIONS]-seedS")
   parser.add_argument("--sft_dir", default="", help="an existing SFT run to start from (default: OUT/sft, trained"
                                                      " when missing)")
   parser.add_argument("--sft_set", action="append", default=[], help="SFT config override a.b=value (repeatable)")
@@ -233,6 +236,11 @@ def main() -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(defaults["seeds"])
   methods = [m for m in args.methods.split(",") if m] or list(defaults["methods"])
+  option_sets = [o for o in args.options.split(",") if o] or ["none"]
+  unknown = [o for o in option_sets if o not in experiment.STABILITY_OPTIONS]
+  if unknown:
+    parser.error(f"--options: unknown {', '.join(unknown)}; expected names from"
+                 f" {', '.join(experiment.STABILITY_OPTIONS)} ({PRESETS[args.preset]}.STABILITY_OPTIONS)")
   started = time.perf_counter()
   timings_file = out / "timings.json"
   timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
@@ -257,41 +265,50 @@ def main() -> None:
 
   results: dict[str, Any] = {"sft": {split: [evaluate_run(sft_dir, split, episodes, sft_dir.parent / "eval" / "sft"
                                                           / split)] for split in SPLITS}}
-  options = experiment.STABILITY_OPTIONS[args.options]
-  suffix = "" if args.options == "none" else f"+{args.options}"
   print(f"[{time.perf_counter() - started:6.0f}s] SFT: " + json.dumps(
       {split: results["sft"][split][0]["pass_rate"] for split in SPLITS}), flush=True)
+  # One row per (option set, method): `rows` names them METHOD[+OPTIONS], as their workdirs.
   curves: dict[str, list[list[tuple[int, float]]]] = {}
-  for method in methods:
-    results[method] = {split: [] for split in SPLITS}
-    curves[method] = []
-    for seed in seeds:
-      workdir = out / f"{method}{suffix}-seed{seed}"
-      config = set_fields(experiment.get_config(method), {**smoke_ppo, **options, **parse(args.set), "seed": seed,
-                                                          "model.init_from": str(sft_dir)})
-      run_training(config, workdir, timings, workdir.name)
-      save_timings()
-      for split in SPLITS:
-        results[method][split].append(evaluate_run(workdir, split, episodes, out / "eval" / workdir.name / split))
-      curves[method].append(ppo_curve(workdir))
-      print(f"[{time.perf_counter() - started:6.0f}s] {method} seed {seed}: " + json.dumps(
-          {split: results[method][split][-1]["pass_rate"] for split in SPLITS}), flush=True)
+  rows: list[str] = []
+  labels: dict[str, str] = {}
+  for option_set in option_sets:
+    options = experiment.STABILITY_OPTIONS[option_set]
+    suffix = "" if option_set == "none" else f"+{option_set}"
+    for method in methods:
+      row = f"{method}{suffix}"
+      rows.append(row)
+      labels[row] = LABELS[method] + (f" + {option_set}" if suffix else "")
+      results[row] = {split: [] for split in SPLITS}
+      curves[row] = []
+      for seed in seeds:
+        workdir = out / f"{row}-seed{seed}"
+        config = set_fields(experiment.get_config(method), {**smoke_ppo, **options, **parse(args.set), "seed": seed,
+                                                            "model.init_from": str(sft_dir)})
+        run_training(config, workdir, timings, workdir.name)
+        save_timings()
+        for split in SPLITS:
+          results[row][split].append(evaluate_run(workdir, split, episodes, out / "eval" / workdir.name / split))
+        curves[row].append(ppo_curve(workdir))
+        print(f"[{time.perf_counter() - started:6.0f}s] {row} seed {seed}: " + json.dumps(
+            {split: results[row][split][-1]["pass_rate"] for split in SPLITS}), flush=True)
 
   docs = pathlib.Path(args.docs) if args.docs else (out if args.smoke else REPO / "docs")
   docs.mkdir(parents=True, exist_ok=True)
-  labels = {m: LABELS[m] + (f" + {args.options}" if suffix else "") for m in methods}
-  table = results_table(results, methods, curves, labels)
-  # The miniature's plots are docs/results[+OPTIONS].png; another preset's carry its name.
+  table = results_table(results, rows, curves, labels)
+  # The outputs are named after --options (none: no suffix); the miniature's plots are
+  # docs/results[+OPTIONS].png, another preset's carry its name.
+  suffix = "" if option_sets == ["none"] else "+" + ",".join(option_sets)
   plot_curves(curves, docs / f"results{'' if args.preset == 'miniature' else '-' + args.preset}{suffix}.png")
   total = time.perf_counter() - started
   (out / f"results{suffix}.json").write_text(json.dumps({"results": results, "curves": curves, "timings": timings,
-                                                          "options": options, "seconds": total}, indent=1))
+                                                          "options": {o: experiment.STABILITY_OPTIONS[o]
+                                                                      for o in option_sets}, "seconds": total}, indent=1))
   (out / f"results{suffix}.table.md").write_text(table + "\n")
   print(table)
-  summary = {"seconds": round(total, 1), "methods": methods, "seeds": seeds, "options": args.options}
-  for method in methods:
+  summary = {"seconds": round(total, 1), "methods": methods, "seeds": seeds, "options": option_sets}
+  for row in rows:
     for split in SPLITS:
-      summary[f"{method}/{split}/pass_rate"] = across_seeds([r["pass_rate"] for r in results[method][split]])
+      summary[f"{row}/{split}/pass_rate"] = across_seeds([r["pass_rate"] for r in results[row][split]])
   print(json.dumps(summary))
 
 
