@@ -136,7 +136,8 @@ def get_config(arg: str = "steptool") -> ml_collections.ConfigDict:
 
 # The stability options of docs/results.md's study, as `--set` overrides of the PPO runs
 # (benchmarks/steptool_vs_baselines.py --options=NAME); each off in the paper's recipe.
-# Run 6 measured separate_critic (no seed of StepTool degenerates); the others are not run yet.
+# Run 6 measured separate_critic (no seed of StepTool degenerates); run 8 the other three alone
+# on the shared trunk (each leaves a degenerate seed): docs/results.md, "The stability study".
 STABILITY_OPTIONS = {
     "none": {},
     "separate_critic": {"ppo.critic": "separate"},
